@@ -1,0 +1,193 @@
+import Foundation
+
+/// Options of one execution: the idempotency key and the metadata stamped on every event written.
+public struct ExecutionOptions: Sendable, Hashable {
+    /// If set, the execution commits at most once for this key; later executions report `.duplicate`.
+    public var idempotencyKey: IdempotencyKey?
+    /// Metadata for every event written (a ``StreamWrite``'s own metadata fields win).
+    public var metadata: EventMetadata
+
+    /// Creates options.
+    public init(idempotencyKey: IdempotencyKey? = nil, metadata: EventMetadata = EventMetadata()) {
+        self.idempotencyKey = idempotencyKey
+        self.metadata = metadata
+    }
+}
+
+/// What an execution did, with the stored events so the caller can publish them.
+public struct CommandResult: Sendable, Hashable {
+    /// The kind of result.
+    public enum Outcome: Sendable, Hashable {
+        /// Events (or, for a write without events, the idempotency key) were committed by this execution.
+        case committed
+        /// An earlier execution with the same idempotency key committed; ``CommandResult/events`` are its events.
+        case duplicate
+        /// The command decided to write nothing; with an idempotency key, the key was recorded.
+        case noOp
+    }
+
+    /// The kind of result.
+    public var outcome: Outcome
+    /// The events committed (for `.duplicate`: the events of the original execution), in global order.
+    public var events: [StoredEvent]
+    /// The version of every stream read, after the commit (for `.noOp` without a key: as read).
+    public var streamVersions: [StreamID: Int]
+    /// How many times the command was decided: 1, plus one per version conflict retried.
+    public var attempts: Int
+
+    /// Creates a result.
+    public init(outcome: Outcome, events: [StoredEvent], streamVersions: [StreamID: Int], attempts: Int) {
+        self.outcome = outcome
+        self.events = events
+        self.streamVersions = streamVersions
+        self.attempts = attempts
+    }
+
+    /// The number of version conflicts that were retried.
+    public var conflictsRetried: Int { max(0, attempts - 1) }
+}
+
+/// Runs commands against an event store: read, fold, decide, append atomically, retry on conflict.
+///
+/// The executor holds no state of its own; share one across tasks. The clock only serves the backoff between
+/// conflict retries, so a test can pass a clock that does not really sleep.
+public struct CommandExecutor: Sendable {
+    /// The executor's settings.
+    public struct Configuration: Sendable, Hashable {
+        /// How version conflicts are retried.
+        public var retryPolicy: RetryPolicy
+        /// How many times one decision may discover new streams before the execution fails.
+        public var maxDiscoveryRounds: Int
+
+        /// Creates settings.
+        public init(retryPolicy: RetryPolicy = .conflictDefault, maxDiscoveryRounds: Int = 8) {
+            self.retryPolicy = retryPolicy
+            self.maxDiscoveryRounds = maxDiscoveryRounds
+        }
+    }
+
+    /// The store commands run against.
+    public let store: any EventStore
+    /// The settings.
+    public let configuration: Configuration
+    private let clock: any Clock<Duration>
+    private let unitRandom: @Sendable () -> Double
+    private let codec = EventCodec()
+
+    /// Creates an executor.
+    /// - Parameters:
+    ///   - store: the event store.
+    ///   - configuration: retry policy and discovery limit.
+    ///   - clock: sleeps the backoff between retries; inject a test clock to avoid real sleeps.
+    ///   - unitRandom: the jitter source, returning values in `0..<1`.
+    public init(
+        store: any EventStore,
+        configuration: Configuration = Configuration(),
+        clock: any Clock<Duration> = ContinuousClock(),
+        unitRandom: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+    ) {
+        self.store = store
+        self.configuration = configuration
+        self.clock = clock
+        self.unitRandom = unitRandom
+    }
+
+    /// Executes `command` until it commits, turns out to be a duplicate, decides nothing, or fails.
+    ///
+    /// - Throws: ``EventStoreError`` with code ``EventStoreError/Code/versionConflict`` (with every stream's
+    ///   expected and actual version and the number of attempts) when conflicts outlast the retry policy; any
+    ///   other store error unchanged; any error thrown by the command's `handle` unchanged.
+    public func execute<C: Command>(_ command: C, options: ExecutionOptions = ExecutionOptions()) async throws -> CommandResult {
+        let policy = configuration.retryPolicy
+        var attempt = 1
+        while true {
+            if let key = options.idempotencyKey, let recorded = try await store.appendResult(forIdempotencyKey: key) {
+                return CommandResult(outcome: .duplicate, events: recorded.events, streamVersions: recorded.streamVersions, attempts: attempt)
+            }
+            do {
+                return try await decideAndAppend(command, options: options, attempt: attempt)
+            } catch let error as EventStoreError where error.code == .versionConflict {
+                guard policy.allowsRetry(afterAttempt: attempt) else {
+                    var exhausted = error
+                    exhausted.attempts = attempt
+                    exhausted.message = "the version conflict did not clear after \(attempt) attempts: " + error.message
+                    throw exhausted
+                }
+                try await clock.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: unitRandom()))
+                attempt += 1
+            }
+        }
+    }
+
+    /// One attempt: read and fold (again for every round of discovery), decide, append.
+    private func decideAndAppend<C: Command>(_ command: C, options: ExecutionOptions, attempt: Int) async throws -> CommandResult {
+        var streams: [StreamID] = []
+        for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
+        var round = 0
+        while true {
+            let snapshot = try await store.read(streams)
+            var state = command.initialState
+            for stored in snapshot.events {
+                if let event = try codec.decode(stored, as: C.Event.self) {
+                    command.apply(&state, event, recorded: stored)
+                }
+            }
+            var versions: [StreamID: Int] = [:]
+            for stream in streams { versions[stream] = snapshot.version(of: stream) }
+            let resolver = StreamResolver()
+            let context = CommandContext(streams: streams, versions: versions, resolver: resolver, attempt: attempt)
+            let writes = try command.handle(state, context: context)
+            let discovered = resolver.requestedStreams.filter { !streams.contains($0) }
+            if !discovered.isEmpty {
+                round += 1
+                guard round <= configuration.maxDiscoveryRounds else {
+                    throw EventStoreError(
+                        .tooManyDiscoveryRounds,
+                        "the command discovered new streams in more than \(configuration.maxDiscoveryRounds) rounds",
+                        streamID: discovered.first
+                    )
+                }
+                streams.append(contentsOf: discovered)
+                continue
+            }
+            return try await append(writes, versions: versions, options: options, attempt: attempt)
+        }
+    }
+
+    private func append<Event: DomainEvent>(
+        _ writes: [StreamWrite<Event>], versions: [StreamID: Int], options: ExecutionOptions, attempt: Int
+    ) async throws -> CommandResult {
+        var events: [NewEvent] = []
+        events.reserveCapacity(writes.count)
+        for write in writes {
+            guard versions[write.streamID] != nil else {
+                throw EventStoreError(.undeclaredStream, "the command wrote to a stream it neither declared nor discovered", streamID: write.streamID)
+            }
+            let (eventType, payload) = try codec.encode(write.event)
+            events.append(NewEvent(
+                streamID: write.streamID, eventType: eventType, payload: payload,
+                metadata: options.metadata.merged(with: write.metadata).normalized
+            ))
+        }
+        if events.isEmpty && options.idempotencyKey == nil {
+            return CommandResult(outcome: .noOp, events: [], streamVersions: versions, attempts: attempt)
+        }
+        let request = AppendRequest(
+            events: events,
+            expectations: versions.mapValues { .exact($0) },
+            idempotencyKey: options.idempotencyKey
+        )
+        let result = try await store.append(request)
+        switch result.outcome {
+        case .duplicate:
+            return CommandResult(outcome: .duplicate, events: result.events, streamVersions: result.streamVersions, attempts: attempt)
+        case .committed:
+            return CommandResult(
+                outcome: events.isEmpty ? .noOp : .committed,
+                events: result.events,
+                streamVersions: result.streamVersions,
+                attempts: attempt
+            )
+        }
+    }
+}

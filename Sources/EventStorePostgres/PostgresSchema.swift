@@ -1,0 +1,197 @@
+/// The tables, sequence and functions of one event store schema, as numbered migrations.
+///
+/// Gap-safe global order without serialising commits: an append takes its block of global positions under a
+/// short session-level advisory lock and, inside that same critical section, a shared transaction-level
+/// advisory lock whose key is its first position. That second lock is held until the transaction ends, so the
+/// lock table always lists the first position of every append still in flight. A reader (`read_events`) first
+/// reads the sequence and the in-flight positions, then, in a later statement with a fresh snapshot, returns
+/// only events below the lowest in-flight position (and below the next unallocated one). An event that commits
+/// late therefore holds readers back instead of being skipped, and appends still commit in parallel and share
+/// WAL flushes. Only appends in the same schema hold readers back.
+struct PostgresSchema {
+    /// The validated, quoted schema name, e.g. `"eventcore"`.
+    let quoted: String
+    /// The advisory lock key that serialises position allocation in this schema.
+    let positionLockKey: Int64
+    /// The first key of the shared in-flight locks (the second key is the first position modulo 2^31).
+    let inFlightLockKey: Int32
+
+    init(name: String) {
+        quoted = "\"\(name)\""
+        // FNV-1a: a stable key per schema, so stores in different schemas never wait for each other.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "eventcore.positions.\(name)".utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+        positionLockKey = Int64(bitPattern: hash)
+        inFlightLockKey = Int32(truncatingIfNeeded: hash >> 33)
+    }
+
+    /// Migrations in order, each a list of statements; migration n (1-based) is recorded as version n in
+    /// `schema_migrations`.
+    var migrations: [[String]] {
+        [migration1]
+    }
+
+    private var migration1: [String] {
+        [
+            """
+            CREATE TABLE \(quoted).events (
+                global_position int8 PRIMARY KEY,
+                event_id uuid NOT NULL UNIQUE,
+                stream_id text NOT NULL,
+                stream_version int8 NOT NULL,
+                event_type text NOT NULL,
+                payload bytea NOT NULL,
+                correlation_id text,
+                causation_id text,
+                source_message_id text,
+                traceparent text,
+                recorded_at_us int8 NOT NULL,
+                UNIQUE (stream_id, stream_version)
+            )
+            """,
+            "CREATE INDEX events_by_type ON \(quoted).events (event_type, global_position)",
+            "CREATE INDEX events_by_time ON \(quoted).events (recorded_at_us)",
+            """
+            CREATE TABLE \(quoted).streams (
+                stream_id text PRIMARY KEY,
+                version int8 NOT NULL
+            )
+            """,
+            "CREATE SEQUENCE \(quoted).global_positions AS int8 CACHE 1",
+            """
+            CREATE TABLE \(quoted).idempotency_keys (
+                idempotency_key text PRIMARY KEY,
+                first_position int8,
+                last_position int8,
+                stream_versions text NOT NULL,
+                recorded_at_us int8 NOT NULL
+            )
+            """,
+            """
+            CREATE FUNCTION \(quoted).append_events(
+                p_streams text[], p_expected int8[],
+                p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
+                p_correlation text[], p_causation text[], p_source text[], p_traceparent text[],
+                p_recorded_at_us int8, p_key text
+            ) RETURNS TABLE (outcome text, first_position int8, last_position int8, versions int8[], recorded_versions text)
+            LANGUAGE plpgsql AS $body$
+            DECLARE
+                v_count int := coalesce(array_length(p_event_ids, 1), 0);
+                v_first int8;
+                v_actual int8[];
+                v_record record;
+                v_last int8;
+                v_called bool;
+            BEGIN
+                IF p_key <> '' THEN
+                    SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
+                        FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_key;
+                    IF FOUND THEN
+                        RETURN QUERY SELECT 'duplicate'::text, v_record.first_position, v_record.last_position, NULL::int8[], v_record.stream_versions;
+                        RETURN;
+                    END IF;
+                END IF;
+
+                -- A block of positions, and the in-flight marker readers respect (see the type's documentation).
+                IF v_count > 0 THEN
+                    PERFORM pg_advisory_lock(\(positionLockKey));
+                    BEGIN
+                        SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
+                        v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
+                        PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
+                        PERFORM setval('\(quoted).global_positions', v_first + v_count - 1, true);
+                    EXCEPTION WHEN OTHERS THEN
+                        PERFORM pg_advisory_unlock(\(positionLockKey));
+                        RAISE;
+                    END;
+                    PERFORM pg_advisory_unlock(\(positionLockKey));
+                END IF;
+
+                -- Lock every stream of the request in id order (one order for everyone, so appends do not
+                -- deadlock), creating rows for new streams, then read the versions they hold under the lock.
+                INSERT INTO \(quoted).streams AS s (stream_id, version)
+                    SELECT t.id, 0 FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord) ORDER BY t.ord
+                    ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                SELECT coalesce(array_agg(coalesce(s.version, 0) ORDER BY t.ord), '{}') INTO v_actual
+                    FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord)
+                    LEFT JOIN \(quoted).streams s ON s.stream_id = t.id;
+
+                IF EXISTS (SELECT 1 FROM unnest(p_expected, v_actual) AS c(expected, actual)
+                           WHERE c.expected >= 0 AND c.expected <> c.actual) THEN
+                    IF p_key <> '' THEN
+                        SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
+                            FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_key;
+                        IF FOUND THEN
+                            RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
+                        END IF;
+                    END IF;
+                    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: version conflict',
+                        DETAIL = array_to_string(v_actual, ',');
+                END IF;
+
+                IF v_count > 0 THEN
+                    INSERT INTO \(quoted).events (global_position, event_id, stream_id, stream_version, event_type, payload,
+                            correlation_id, causation_id, source_message_id, traceparent, recorded_at_us)
+                        SELECT v_first + e.ord - 1, e.id, e.stream,
+                               a.version + row_number() OVER (PARTITION BY e.stream ORDER BY e.ord),
+                               e.type, e.payload, nullif(e.corr, ''), nullif(e.caus, ''), nullif(e.src, ''), nullif(e.tp, ''),
+                               p_recorded_at_us
+                        FROM unnest(p_event_ids, p_event_streams, p_types, p_payloads, p_correlation, p_causation, p_source, p_traceparent)
+                                 WITH ORDINALITY AS e(id, stream, type, payload, corr, caus, src, tp, ord)
+                        JOIN unnest(p_streams, v_actual) AS a(stream_id, version) ON a.stream_id = e.stream;
+                    UPDATE \(quoted).streams s SET version = s.version + c.n
+                        FROM (SELECT w.stream, count(*) AS n FROM unnest(p_event_streams) AS w(stream) GROUP BY w.stream) c
+                        WHERE s.stream_id = c.stream;
+                END IF;
+
+                IF p_key <> '' THEN
+                    INSERT INTO \(quoted).idempotency_keys (idempotency_key, first_position, last_position, stream_versions, recorded_at_us)
+                        SELECT p_key, v_first, v_first + v_count - 1,
+                               coalesce((SELECT json_object_agg(a.stream_id, a.version + coalesce(c.n, 0) ORDER BY a.stream_id)
+                                         FROM unnest(p_streams, v_actual) AS a(stream_id, version)
+                                         LEFT JOIN (SELECT w.stream, count(*) AS n FROM unnest(p_event_streams) AS w(stream) GROUP BY w.stream) c
+                                                ON c.stream = a.stream_id)::text, '{}'),
+                               p_recorded_at_us
+                        ON CONFLICT (idempotency_key) DO NOTHING;
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
+                    END IF;
+                END IF;
+
+                RETURN QUERY SELECT 'committed'::text, v_first, v_first + v_count - 1, v_actual, NULL::text;
+            END
+            $body$
+            """,
+            """
+            CREATE FUNCTION \(quoted).read_events(
+                p_after int8, p_limit int8, p_types text[], p_from_us int8, p_before_us int8
+            ) RETURNS SETOF \(quoted).events
+            LANGUAGE plpgsql AS $body$
+            DECLARE
+                v_last int8;
+                v_called bool;
+                v_next int8;
+                v_horizon int8;
+            BEGIN
+                SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
+                v_next := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
+                SELECT least(v_next, min(v_next - (((v_next - l.objid::int8) % 2147483648) + 2147483648) % 2147483648))
+                    INTO v_horizon
+                    FROM pg_locks l
+                    WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.classid::int8 = \(Int64(inFlightLockKey) & 0xFFFF_FFFF)
+                      AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database());
+                -- A new statement, so a new snapshot: everything below the horizon has committed or never will.
+                RETURN QUERY SELECT e.* FROM \(quoted).events e
+                    WHERE e.global_position > p_after AND e.global_position < v_horizon
+                      AND (cardinality(p_types) = 0 OR e.event_type = ANY(p_types))
+                      AND e.recorded_at_us >= p_from_us AND e.recorded_at_us < p_before_us
+                    ORDER BY e.global_position LIMIT p_limit;
+            END
+            $body$
+            """,
+        ]
+    }
+}
