@@ -1,0 +1,105 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "ProcessFleet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "AMQP", targets: ["AMQP"]),
+        .library(name: "EventCore", targets: ["EventCore"]),
+        .library(name: "EventStoreSQLite", targets: ["EventStoreSQLite"]),
+        .library(name: "EventStorePostgres", targets: ["EventStorePostgres"]),
+        .library(name: "Processes", targets: ["Processes"]),
+        .library(name: "Fleet", targets: ["Fleet"]),
+        .library(name: "EventCoreTestKit", targets: ["EventCoreTestKit"]),
+        .executable(name: "fleet", targets: ["FleetCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+    ],
+    targets: [
+        // The C boundary: librabbitmq through pkg-config, and a shim for what Swift cannot call.
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .target(
+            name: "AMQP",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(name: "EventCore"),
+        .target(
+            name: "EventStoreSQLite",
+            dependencies: [
+                "EventCore",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "EventStorePostgres",
+            dependencies: [
+                "EventCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Processes",
+            dependencies: ["EventCore", .product(name: "Metrics", package: "swift-metrics")]
+        ),
+        .target(name: "OrderFulfillment", dependencies: ["Processes"]),
+        .target(
+            name: "Fleet",
+            dependencies: [
+                "AMQP", "Processes",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(name: "EventCoreTestKit", dependencies: ["EventCore"]),
+        // Commands/s of a two-stream command on every store, against pgbench for PostgreSQL; also the transfer
+        // worker that the two-process concurrency tests start.
+        .executableTarget(
+            name: "EventStoreBenchmark",
+            dependencies: [
+                "EventCore", "EventCoreTestKit", "EventStoreSQLite", "EventStorePostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "FleetCLI",
+            dependencies: [
+                "Fleet", "AMQP", "OrderFulfillment", "EventStoreSQLite", "EventStorePostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Baseline for the AMQP benchmark: the same work written directly against librabbitmq in C.
+        .target(
+            name: "CRabbitMQBaseline",
+            dependencies: ["CRabbitMQ"],
+            linkerSettings: [.linkedLibrary("rabbitmq")]
+        ),
+        .executableTarget(
+            name: "AMQPBenchmark",
+            dependencies: ["AMQP", "CRabbitMQBaseline"]
+        ),
+        .testTarget(name: "AMQPTests", dependencies: ["AMQP"]),
+        .testTarget(
+            name: "EventCoreTests",
+            dependencies: ["EventCore", "EventCoreTestKit", "EventStoreSQLite", "EventStorePostgres"]
+        ),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

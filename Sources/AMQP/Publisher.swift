@@ -1,0 +1,123 @@
+import Foundation
+
+/// A message on its way to the broker, with what to call when its fate is known.
+struct OutgoingMessage: Sendable {
+    var body: Data
+    var exchange: String
+    var routingKey: String
+    var properties: AMQPProperties
+    var mandatory: Bool
+    var completion: @Sendable (Result<Void, AMQPError>) -> Void
+}
+
+/// A publisher's state on the connection thread: its channel, the confirm sequence and the messages
+/// waiting for their confirm.
+final class PublisherState: @unchecked Sendable {
+    /// Header carrying the confirm sequence number of a mandatory message, so that a `basic.return` can be
+    /// matched to the message it returns.
+    static let sequenceHeader = "x-publish-sequence"
+
+    struct Pending {
+        var completion: @Sendable (Result<Void, AMQPError>) -> Void
+        var returned: AMQPError?
+    }
+
+    let confirms: Bool
+    let window: Int
+    var channel: UInt16?
+    var nextSequence: UInt64 = 1
+    var pending: [UInt64: Pending] = [:]
+    var backlog: [OutgoingMessage] = []
+
+    init(confirms: Bool, window: Int) {
+        self.confirms = confirms
+        self.window = max(1, window)
+    }
+
+    /// Resolves the messages a `basic.ack` or `basic.nack` covers.
+    func confirm(upTo tag: UInt64, multiple: Bool, error: AMQPError?) {
+        if multiple {
+            for sequence in pending.keys where sequence <= tag {
+                resolve(sequence, error: error)
+            }
+        } else {
+            resolve(tag, error: error)
+        }
+    }
+
+    private func resolve(_ sequence: UInt64, error: AMQPError?) {
+        guard let entry = pending.removeValue(forKey: sequence) else { return }
+        if let failure = error ?? entry.returned {
+            entry.completion(.failure(failure))
+        } else {
+            entry.completion(.success(()))
+        }
+    }
+
+    /// Fails every message whose confirm can no longer come: its outcome is unknown, so it must be sent again.
+    func connectionLost(_ error: AMQPError) {
+        let waiting = pending.values
+        pending = [:]
+        channel = nil
+        for entry in waiting { entry.completion(.failure(error)) }
+    }
+}
+
+/// Publishes messages on a channel of its own, in confirm mode by default.
+///
+/// Each `publish` returns once the broker has taken responsibility for the message (`basic.ack`), and throws
+/// when it refused it (`basic.nack`), when a `mandatory` message could not be routed (`basic.return`), or when
+/// the connection was lost before the confirm came (the message may or may not have been stored: publish it
+/// again; consumers deduplicate by message id). Many tasks may publish at once: at most `window` messages
+/// wait for their confirm at any time, the rest queue on the connection's thread.
+public final class AMQPPublisher: Sendable {
+    let connection: AMQPConnection
+    let state: PublisherState
+
+    init(connection: AMQPConnection, state: PublisherState) {
+        self.connection = connection
+        self.state = state
+    }
+
+    /// Whether `publish` waits for the broker's confirm.
+    public var confirms: Bool { state.confirms }
+
+    /// Publishes one message.
+    ///
+    /// - Parameters:
+    ///   - body: the message body.
+    ///   - exchange: the exchange; empty for the default exchange (routing key = queue name).
+    ///   - routingKey: the routing key.
+    ///   - properties: the message properties; persistent by default.
+    ///   - mandatory: whether an unroutable message must come back as an error rather than be dropped.
+    public func publish(_ body: Data, exchange: String, routingKey: String, properties: AMQPProperties = .persistent,
+                        mandatory: Bool = false) async throws(AMQPError) {
+        let state = self.state
+        let result: Result<Void, AMQPError> = await withCheckedContinuation { continuation in
+            let message = OutgoingMessage(
+                body: body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
+                completion: { continuation.resume(returning: $0) })
+            let accepted = connection.thread.submit { core in core.publish(message, on: state) }
+            if !accepted { continuation.resume(returning: .failure(AMQPError(.closedByApplication, operation: "publish"))) }
+        }
+        try result.get()
+    }
+
+    /// Publishes one message whose body is bytes.
+    public func publish(_ body: [UInt8], exchange: String, routingKey: String, properties: AMQPProperties = .persistent,
+                        mandatory: Bool = false) async throws(AMQPError) {
+        try await publish(Data(body), exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+    }
+
+    /// Publishes one message whose body is UTF-8 text.
+    public func publish(_ text: String, exchange: String, routingKey: String, properties: AMQPProperties = .persistent,
+                        mandatory: Bool = false) async throws(AMQPError) {
+        try await publish(Data(text.utf8), exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+    }
+
+    /// Closes the publisher's channel. Messages still waiting for a confirm fail with `.closedByApplication`.
+    public func close() async {
+        let state = self.state
+        await connection.perform { core in core.unregister(state) }
+    }
+}
