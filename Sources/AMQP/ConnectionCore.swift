@@ -39,6 +39,7 @@ final class ConnectionCore: @unchecked Sendable {
     private var consumers: [ObjectIdentifier: ConsumerState] = [:]
     private var pendingContent: [UInt16: PendingContent] = [:]
     private var recorded = RecordedTopology()
+    private var acknowledgements: [UInt16: AcknowledgementBuffer] = [:]
 
     enum ChannelOwner {
         case rpc
@@ -67,6 +68,7 @@ final class ConnectionCore: @unchecked Sendable {
         while !exitRequested {
             let jobs = thread.takeJobs()
             for job in jobs { job(self) }
+            flushAcknowledgements()
             if exitRequested { break }
             switch status {
             case .connected:
@@ -201,6 +203,7 @@ final class ConnectionCore: @unchecked Sendable {
         self.state = state
         nextChannel = 1
         rpcChannel = nil
+        acknowledgements = [:]
         channelOwners = [:]
         pendingContent = [:]
         status = .connected
@@ -252,6 +255,7 @@ final class ConnectionCore: @unchecked Sendable {
         for consumer in consumers.values { consumer.channel = nil }
         channelOwners = [:]
         pendingContent = [:]
+        acknowledgements = [:]
         rpcChannel = nil
         if let policy = configuration.recovery, !exitRequested {
             status = .recovering(attempt: 1, notBefore: .now + policy.delay(beforeAttempt: 1))
@@ -308,6 +312,7 @@ final class ConnectionCore: @unchecked Sendable {
     }
 
     private func closeChannel(_ channel: UInt16) {
+        acknowledgements[channel] = nil
         channelOwners[channel] = nil
         pendingContent[channel] = nil
         if rpcChannel == channel { rpcChannel = nil }
@@ -393,6 +398,7 @@ final class ConnectionCore: @unchecked Sendable {
 
     /// Forgets a channel the broker closed; its owner gets a fresh one when it next needs it.
     private func channelClosedByBroker(_ channel: UInt16) {
+        acknowledgements[channel] = nil
         if rpcChannel == channel { rpcChannel = nil }
         pendingContent[channel] = nil
         channelOwners[channel] = nil
@@ -668,9 +674,20 @@ final class ConnectionCore: @unchecked Sendable {
         }
         let status: Int32
         switch settlement {
-        case .ack(let multiple): status = amqp_basic_ack(state, channel, deliveryTag, multiple ? 1 : 0)
-        case .nack(let requeue, let multiple): status = amqp_basic_nack(state, channel, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
-        case .reject(let requeue): status = amqp_basic_reject(state, channel, deliveryTag, requeue ? 1 : 0)
+        case .ack(false):
+            // Single acknowledgements wait for the end of this round of jobs, where contiguous ones are sent
+            // as one `multiple` acknowledgement.
+            acknowledgements[channel, default: AcknowledgementBuffer()].pending.append(deliveryTag)
+            return .success(())
+        case .ack(true):
+            acknowledgements[channel]?.settled(through: deliveryTag)
+            status = amqp_basic_ack(state, channel, deliveryTag, 1)
+        case .nack(let requeue, let multiple):
+            if multiple { acknowledgements[channel]?.settled(through: deliveryTag) } else { acknowledgements[channel]?.settledOutOfOrder(deliveryTag) }
+            status = amqp_basic_nack(state, channel, deliveryTag, multiple ? 1 : 0, requeue ? 1 : 0)
+        case .reject(let requeue):
+            acknowledgements[channel]?.settledOutOfOrder(deliveryTag)
+            status = amqp_basic_reject(state, channel, deliveryTag, requeue ? 1 : 0)
         }
         guard status == AMQP_STATUS_OK.rawValue else {
             let error = libraryError(status, operation: "settle delivery \(deliveryTag)")
@@ -678,6 +695,33 @@ final class ConnectionCore: @unchecked Sendable {
             return .failure(error)
         }
         return .success(())
+    }
+
+    /// Sends the acknowledgements buffered during this round of jobs: the contiguous run from the lowest
+    /// unsettled delivery as one `multiple` acknowledgement, the rest one by one, so that a slow delivery never
+    /// holds back the acknowledgement of later ones.
+    func flushAcknowledgements() {
+        guard !acknowledgements.isEmpty else { return }
+        for channel in Array(acknowledgements.keys) {
+            guard var buffer = acknowledgements[channel], !buffer.pending.isEmpty else { continue }
+            guard let state, isConnected, channelOwners[channel] != nil else {
+                acknowledgements[channel] = nil
+                continue
+            }
+            let (through, singles) = buffer.drain()
+            acknowledgements[channel] = buffer
+            var status = AMQP_STATUS_OK.rawValue
+            if let through {
+                status = amqp_basic_ack(state, channel, through, 1)
+            }
+            for tag in singles where status == AMQP_STATUS_OK.rawValue {
+                status = amqp_basic_ack(state, channel, tag, 0)
+            }
+            if status != AMQP_STATUS_OK.rawValue {
+                connectionLost(libraryError(status, operation: "basic.ack"))
+                return
+            }
+        }
     }
 
     // MARK: - Frames from the broker
@@ -825,6 +869,52 @@ enum Settlement: Sendable {
     case ack(multiple: Bool)
     case nack(requeue: Bool, multiple: Bool)
     case reject(requeue: Bool)
+}
+
+/// Single acknowledgements of one channel waiting to be sent, and what is known settled.
+///
+/// Delivery tags on a channel start at 1 and grow by one per delivery, so "every tag up to n is settled" is
+/// one number: `settledThrough`.
+struct AcknowledgementBuffer {
+    var pending: [UInt64] = []
+    private(set) var settledThrough: UInt64 = 0
+    private var settledAhead = Set<UInt64>()
+
+    mutating func settled(through tag: UInt64) {
+        guard tag > settledThrough else { return }
+        settledThrough = tag
+        settledAhead = settledAhead.filter { $0 > tag }
+        advance()
+    }
+
+    mutating func settledOutOfOrder(_ tag: UInt64) {
+        guard tag > settledThrough else { return }
+        settledAhead.insert(tag)
+        advance()
+    }
+
+    private mutating func advance() {
+        while settledAhead.remove(settledThrough + 1) != nil { settledThrough += 1 }
+    }
+
+    /// Returns the tag to acknowledge with `multiple` (nil when the run did not grow) and the tags to
+    /// acknowledge one by one.
+    mutating func drain() -> (through: UInt64?, singles: [UInt64]) {
+        let previousThrough = settledThrough
+        var outOfOrder: [UInt64] = []
+        for tag in pending.sorted() where tag > settledThrough {
+            if tag == settledThrough + 1 {
+                settledThrough = tag
+                advance()
+            } else {
+                outOfOrder.append(tag)
+            }
+        }
+        pending.removeAll(keepingCapacity: true)
+        let singles = outOfOrder.filter { $0 > settledThrough }
+        for tag in singles { settledAhead.insert(tag) }
+        return (settledThrough > previousThrough ? settledThrough : nil, singles)
+    }
 }
 
 /// A message being assembled from its method, header and body frames.

@@ -10,6 +10,48 @@ struct OutgoingMessage: Sendable {
     var completion: @Sendable (Result<Void, AMQPError>) -> Void
 }
 
+/// A message to publish.
+public struct AMQPMessage: Sendable {
+    /// The message body.
+    public var body: Data
+    /// The exchange; empty for the default exchange.
+    public var exchange: String
+    /// The routing key.
+    public var routingKey: String
+    /// The message properties.
+    public var properties: AMQPProperties
+    /// Whether an unroutable message must come back as an error.
+    public var mandatory: Bool
+
+    /// A message; persistent by default.
+    public init(body: Data, exchange: String, routingKey: String, properties: AMQPProperties = .persistent, mandatory: Bool = false) {
+        self.body = body
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.properties = properties
+        self.mandatory = mandatory
+    }
+}
+
+/// Gathers the results of a batch; every completion runs on the connection thread.
+final class BatchCollector: @unchecked Sendable {
+    private var results: [Result<Void, AMQPError>?]
+    private var remaining: Int
+    var onComplete: (@Sendable ([Result<Void, AMQPError>]) -> Void)?
+
+    init(count: Int) {
+        results = Array(repeating: nil, count: count)
+        remaining = count
+    }
+
+    func record(_ index: Int, _ result: Result<Void, AMQPError>) {
+        guard results[index] == nil else { return }
+        results[index] = result
+        remaining -= 1
+        if remaining == 0 { onComplete?(results.map { $0! }) }
+    }
+}
+
 /// A publisher's state on the connection thread: its channel, the confirm sequence and the messages
 /// waiting for their confirm.
 final class PublisherState: @unchecked Sendable {
@@ -113,6 +155,31 @@ public final class AMQPPublisher: Sendable {
     public func publish(_ text: String, exchange: String, routingKey: String, properties: AMQPProperties = .persistent,
                         mandatory: Bool = false) async throws(AMQPError) {
         try await publish(Data(text.utf8), exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+    }
+
+    /// Publishes several messages in one hand-off to the connection thread and waits for every confirm.
+    ///
+    /// The window still applies: a batch larger than it is sent as confirms come back. The results are in
+    /// the order of `messages`.
+    public func publish(contentsOf messages: [AMQPMessage]) async -> [Result<Void, AMQPError>] {
+        guard !messages.isEmpty else { return [] }
+        let state = self.state
+        let collector = BatchCollector(count: messages.count)
+        return await withCheckedContinuation { continuation in
+            collector.onComplete = { continuation.resume(returning: $0) }
+            let accepted = connection.thread.submit { core in
+                for (index, message) in messages.enumerated() {
+                    let outgoing = OutgoingMessage(
+                        body: message.body, exchange: message.exchange, routingKey: message.routingKey,
+                        properties: message.properties, mandatory: message.mandatory,
+                        completion: { collector.record(index, $0) })
+                    core.publish(outgoing, on: state)
+                }
+            }
+            if !accepted {
+                for index in messages.indices { collector.record(index, .failure(AMQPError(.closedByApplication, operation: "publish"))) }
+            }
+        }
     }
 
     /// Closes the publisher's channel. Messages still waiting for a confirm fail with `.closedByApplication`.
