@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // The C boundary: librabbitmq through pkg-config, and a shim for what Swift cannot call.
@@ -60,9 +62,12 @@ let package = Package(
         .target(
             name: "Fleet",
             dependencies: [
-                "AMQP", "Processes",
+                "AMQP", "EventCore",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .target(name: "EventCoreTestKit", dependencies: ["EventCore"]),
@@ -79,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "FleetCLI",
             dependencies: [
-                "Fleet", "AMQP", "OrderFulfillment", "EventStoreSQLite", "EventStorePostgres",
+                "Fleet", "AMQP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -94,12 +99,22 @@ let package = Package(
             name: "AMQPBenchmark",
             dependencies: ["AMQP", "CRabbitMQBaseline"]
         ),
-        .testTarget(name: "AMQPTests", dependencies: ["AMQP"]),
+        .target(name: "FleetTestSupport", dependencies: ["AMQP"], path: "Tests/FleetTestSupport"),
+        .testTarget(name: "AMQPTests", dependencies: ["AMQP", "FleetTestSupport"]),
         .testTarget(
             name: "EventCoreTests",
             dependencies: ["EventCore", "EventCoreTestKit", "EventStoreSQLite", "EventStorePostgres"]
         ),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP"]),
+        .testTarget(
+            name: "ProcessesTests",
+            dependencies: [
+                "Processes", "OrderFulfillment", "EventCore", "EventCoreTestKit", "EventStoreSQLite", "EventStorePostgres",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP", "FleetTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -274,6 +274,7 @@ final class ConnectionCore: @unchecked Sendable {
     /// Closes politely: consumers end, the broker is told, the thread exits.
     func closeByApplication() {
         let error = AMQPError(.closedByApplication, operation: "close")
+        flushAcknowledgements()
         if let state, isConnected {
             _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS)
             amqp_destroy_connection(state)
@@ -312,6 +313,7 @@ final class ConnectionCore: @unchecked Sendable {
     }
 
     private func closeChannel(_ channel: UInt16) {
+        flushAcknowledgements(channel: channel)
         acknowledgements[channel] = nil
         channelOwners[channel] = nil
         pendingContent[channel] = nil
@@ -650,9 +652,15 @@ final class ConnectionCore: @unchecked Sendable {
     }
 
     func cancel(_ consumer: ConsumerState) -> Result<Void, AMQPError> {
-        consumers[ObjectIdentifier(consumer)] = nil
+        let wasConsuming = consumers.removeValue(forKey: ObjectIdentifier(consumer)) != nil
         defer { finishConsumer(consumer, error: nil) }
         guard let channel = consumer.channel, let state, isConnected else { return .success(()) }
+        guard wasConsuming else {
+            // Deliveries were stopped already; closing the channel returns what was not settled.
+            closeChannel(channel)
+            consumer.channel = nil
+            return .success(())
+        }
         let arena = CArena()
         _ = amqp_basic_cancel(state, channel, arena.bytes(consumer.tag))
         let error = rpcError(operation: "basic.cancel \(consumer.tag)", channel: channel)
@@ -660,6 +668,16 @@ final class ConnectionCore: @unchecked Sendable {
         closeChannel(channel)
         consumer.channel = nil
         return error.map { .failure($0) } ?? .success(())
+    }
+
+    /// Stops deliveries but keeps the channel, so deliveries in hand can still be settled.
+    func stopDeliveries(_ consumer: ConsumerState) -> Result<Void, AMQPError> {
+        consumers[ObjectIdentifier(consumer)] = nil
+        defer { finishConsumer(consumer, error: nil) }
+        guard let channel = consumer.channel, let state, isConnected else { return .success(()) }
+        let arena = CArena()
+        _ = amqp_basic_cancel(state, channel, arena.bytes(consumer.tag))
+        return rpcError(operation: "basic.cancel \(consumer.tag)", channel: channel).map { .failure($0) } ?? .success(())
     }
 
     private func finishConsumer(_ consumer: ConsumerState, error: AMQPError?) {
@@ -702,25 +720,27 @@ final class ConnectionCore: @unchecked Sendable {
     /// holds back the acknowledgement of later ones.
     func flushAcknowledgements() {
         guard !acknowledgements.isEmpty else { return }
-        for channel in Array(acknowledgements.keys) {
-            guard var buffer = acknowledgements[channel], !buffer.pending.isEmpty else { continue }
-            guard let state, isConnected, channelOwners[channel] != nil else {
-                acknowledgements[channel] = nil
-                continue
-            }
-            let (through, singles) = buffer.drain()
-            acknowledgements[channel] = buffer
-            var status = AMQP_STATUS_OK.rawValue
-            if let through {
-                status = amqp_basic_ack(state, channel, through, 1)
-            }
-            for tag in singles where status == AMQP_STATUS_OK.rawValue {
-                status = amqp_basic_ack(state, channel, tag, 0)
-            }
-            if status != AMQP_STATUS_OK.rawValue {
-                connectionLost(libraryError(status, operation: "basic.ack"))
-                return
-            }
+        for channel in Array(acknowledgements.keys) { flushAcknowledgements(channel: channel) }
+    }
+
+    /// Sends the acknowledgements buffered for one channel (before it closes, so none is lost).
+    private func flushAcknowledgements(channel: UInt16) {
+        guard var buffer = acknowledgements[channel], !buffer.pending.isEmpty else { return }
+        guard let state, isConnected, channelOwners[channel] != nil else {
+            acknowledgements[channel] = nil
+            return
+        }
+        let (through, singles) = buffer.drain()
+        acknowledgements[channel] = buffer
+        var status = AMQP_STATUS_OK.rawValue
+        if let through {
+            status = amqp_basic_ack(state, channel, through, 1)
+        }
+        for tag in singles where status == AMQP_STATUS_OK.rawValue {
+            status = amqp_basic_ack(state, channel, tag, 0)
+        }
+        if status != AMQP_STATUS_OK.rawValue {
+            connectionLost(libraryError(status, operation: "basic.ack"))
         }
     }
 

@@ -149,6 +149,14 @@ public final class AMQPConsumer: AsyncSequence, Sendable {
         try await connection.perform { core in core.cancel(state) }.get()
     }
 
+    /// Stops deliveries (`basic.cancel`) and ends the sequence, but keeps the channel open: deliveries already
+    /// in hand can still be acknowledged, which is how a worker drains. Those that were sent ahead and not yet
+    /// read go back to the queue when the channel closes (``cancel()`` or the connection's close).
+    public func stopDeliveries() async throws(AMQPError) {
+        let state = self.state
+        try await connection.perform { core in core.stopDeliveries(state) }.get()
+    }
+
     /// Iterates over the deliveries.
     public func makeAsyncIterator() -> AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator {
         stream.makeAsyncIterator()

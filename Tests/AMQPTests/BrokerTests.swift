@@ -1,4 +1,5 @@
 import AMQP
+import FleetTestSupport
 import Foundation
 import Testing
 

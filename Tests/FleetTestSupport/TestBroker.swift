@@ -1,59 +1,76 @@
 import AMQP
 import Foundation
-import Testing
 
 /// The brokers the test script starts: the shared one, and a second node that tests may stop and restart.
-enum TestBroker {
-    static var url: String {
+public enum TestBroker {
+    public static var url: String {
         ProcessInfo.processInfo.environment["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
     }
 
-    static var configuration: AMQPConfiguration {
+    public static var configuration: AMQPConfiguration {
         get throws(AMQPError) { try AMQPConfiguration(url: url) }
     }
 
     /// The node reserved for disruptive tests (restarts, alarms), so they cannot disturb the others.
-    static var disruptivePort: Int {
+    public static var disruptivePort: Int {
         Int(ProcessInfo.processInfo.environment["AMQP_DISRUPTIVE_PORT"] ?? "") ?? 5673
     }
 
-    static var runDirectory: String {
+    public static var runDirectory: String {
         ProcessInfo.processInfo.environment["FLEET_RUN_DIR"] ?? "/tmp/processfleet"
     }
 
-    static var disruptiveRunDirectory: String {
+    public static var disruptiveRunDirectory: String {
         ProcessInfo.processInfo.environment["AMQP_DISRUPTIVE_RUN_DIR"] ?? "/tmp/processfleet-disruptive"
     }
 
-    static var tlsPort: Int {
+    public static var tlsPort: Int {
         Int(ProcessInfo.processInfo.environment["RABBITMQ_TLS_PORT"] ?? "") ?? 5671
     }
 
-    static var repositoryRoot: URL {
+    public static var repositoryRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    static func connect(_ change: (inout AMQPConfiguration) -> Void = { _ in }) async throws(AMQPError) -> AMQPConnection {
+    public static func connect(_ change: (inout AMQPConfiguration) -> Void = { _ in }) async throws(AMQPError) -> AMQPConnection {
         var configuration = try configuration
         change(&configuration)
         return try await AMQPConnection.connect(configuration)
     }
 
     /// A name no other test uses.
-    static func uniqueName(_ prefix: String) -> String {
+    public static func uniqueName(_ prefix: String) -> String {
         "test.\(prefix).\(UUID().uuidString.prefix(8).lowercased())"
     }
 
     /// Runs `rabbitmqctl` against the disruptive node through the project's script.
     @discardableResult
-    static func disruptiveControl(_ arguments: String...) throws -> String {
+    public static func disruptiveControl(_ arguments: String...) throws -> String {
+        try control(arguments, disruptive: true)
+    }
+
+    /// Runs `rabbitmqctl` against the shared node through the project's script.
+    @discardableResult
+    public static func sharedControl(_ arguments: String...) throws -> String {
+        try control(arguments, disruptive: false)
+    }
+
+    /// Runs `rabbitmqctl` against the shared node through the project's script.
+    @discardableResult
+    public static func sharedControl(_ arguments: [String]) throws -> String {
+        try control(arguments, disruptive: false)
+    }
+
+    private static func control(_ arguments: [String], disruptive: Bool) throws -> String {
         let process = Process()
         process.executableURL = repositoryRoot.appendingPathComponent("scripts/rabbitmq")
         process.arguments = ["ctl"] + arguments
         var environment = ProcessInfo.processInfo.environment
-        environment["FLEET_RUN_DIR"] = disruptiveRunDirectory
-        environment["RABBITMQ_NODE"] = "disruptive@localhost"
-        environment["RABBITMQ_PORT"] = String(disruptivePort)
+        if disruptive {
+            environment["FLEET_RUN_DIR"] = disruptiveRunDirectory
+            environment["RABBITMQ_NODE"] = "disruptive@localhost"
+            environment["RABBITMQ_PORT"] = String(disruptivePort)
+        }
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -69,7 +86,7 @@ enum TestBroker {
     }
 
     /// Waits until `condition` holds, checking every 50 ms, for at most `seconds`.
-    static func eventually(_ seconds: Double = 30, _ condition: () async throws -> Bool) async throws -> Bool {
+    public static func eventually(_ seconds: Double = 30, _ condition: () async throws -> Bool) async throws -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await condition() { return true }
@@ -79,7 +96,7 @@ enum TestBroker {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,288 @@
+import AMQP
+import EventCore
+import Foundation
+import Logging
+import Synchronization
+
+/// A worker of the fleet: consumes the routed queues, hands each message to its handler, publishes what the
+/// handler produced, and acknowledges the message only after every publication is confirmed.
+///
+/// - Messages that cannot be read or can never succeed are dead-lettered at once with reason headers.
+/// - Transient failures are retried through the delay queues with the retry policy, then dead-lettered.
+/// - A message that arrives before its due time (a timeout) is delayed again, so nothing is handled early.
+/// - ``run()`` returns after ``shutdown()``: deliveries stop, messages in hand finish within the grace period,
+///   connections close. Anything not acknowledged by then is redelivered to another worker, where the
+///   idempotency key absorbs it.
+public final class Worker: Sendable {
+    /// The worker's settings.
+    public let configuration: WorkerConfiguration
+    /// The broker topology (routes, dead-letter exchange, delay levels).
+    public let topology: Topology
+    private let handlers: [String: any MessageHandler]
+    private let retryPolicy: RetryPolicy
+    private let logger: Logger
+    private let metrics: WorkerMetrics
+    private let now: @Sendable () -> Date
+    private let state = Mutex(RunState())
+
+    private struct RunState: ~Copyable {
+        var consumers: [AMQPConsumer] = []
+        var stopping = false
+        var inFlight = 0
+        var ready = false
+    }
+
+    /// A worker.
+    ///
+    /// - Parameters:
+    ///   - handlers: the handler of each name routes use in `topology.json`.
+    ///   - retryPolicy: how transient failures are retried (delays are rounded up to whole seconds).
+    ///   - now: the wall clock (injectable for tests).
+    /// - Throws: ``TopologyError`` when a route names a handler that is not given.
+    public init(configuration: WorkerConfiguration, topology: Topology, handlers: [String: any MessageHandler],
+                retryPolicy: RetryPolicy = RetryPolicy(maxRetries: 8, backoff: .exponential(initial: .seconds(1), multiplier: 2, maximum: .seconds(300)), jitter: 0.2),
+                logger: Logger, metrics: WorkerMetrics, now: @escaping @Sendable () -> Date = { Date() }) throws(TopologyError) {
+        for (index, route) in topology.fleet.routes.enumerated() where handlers[route.handler] == nil {
+            throw TopologyError(entry: "fleet.routes[\(index)] (\(route.queue))", problem: "no handler named \(route.handler) is registered (known: \(handlers.keys.sorted().joined(separator: ", ")))")
+        }
+        self.configuration = configuration
+        self.topology = topology
+        self.handlers = handlers
+        self.retryPolicy = retryPolicy
+        self.logger = logger
+        self.metrics = metrics
+        self.now = now
+    }
+
+    /// Whether the worker is consuming (for `/health/ready`).
+    public var isReady: Bool { state.withLock { $0.ready && !$0.stopping } }
+
+    /// Messages being handled now.
+    public var inFlight: Int { state.withLock { $0.inFlight } }
+
+    /// Runs until ``shutdown()`` (or cancellation, the hard stop).
+    public func run() async throws {
+        var amqp = try AMQPConfiguration(url: configuration.amqpURL)
+        amqp.connectionName = "\(configuration.workerID) consume"
+        let consuming = try await AMQPConnection.connect(amqp, logger: logger)
+        amqp.connectionName = "\(configuration.workerID) publish"
+        let publishing: AMQPConnection
+        do {
+            publishing = try await AMQPConnection.connect(amqp, logger: logger)
+        } catch {
+            await consuming.close()
+            throw error
+        }
+        do {
+            try await consume(from: consuming, publishingOn: publishing)
+        } catch {
+            await consuming.close()
+            await publishing.close()
+            throw error
+        }
+        await consuming.close()
+        await publishing.close()
+    }
+
+    private func consume(from consuming: AMQPConnection, publishingOn publishing: AMQPConnection) async throws {
+        try await topology.declare(on: publishing)
+        let publisher = try await publishing.makePublisher(window: 512)
+        let semaphore = AsyncSemaphore(permits: configuration.concurrency)
+
+        var consumers: [(Route, AMQPConsumer)] = []
+        for route in topology.fleet.routes {
+            let consumer = try await consuming.consume(queue: route.queue, prefetch: UInt16(clamping: configuration.prefetch))
+            consumers.append((route, consumer))
+        }
+        let alreadyStopping = state.withLock { state in
+            state.consumers = consumers.map(\.1)
+            state.ready = true
+            return state.stopping
+        }
+        if alreadyStopping { await stopDeliveries() }
+        logger.info("worker: consuming", metadata: ["queues": "\(consumers.map(\.0.queue))", "worker": "\(configuration.workerID)"])
+
+        await withTaskGroup(of: Void.self) { group in
+            for (route, consumer) in consumers {
+                let decoder = EnvelopeDecoder(route: route, maximumBodyBytes: configuration.maximumBodyBytes)
+                group.addTask {
+                    await withDiscardingTaskGroup { inFlight in
+                        do {
+                            for try await delivery in consumer {
+                                await semaphore.acquire()
+                                self.state.withLock { $0.inFlight += 1 }
+                                inFlight.addTask {
+                                    defer {
+                                        let count = self.state.withLock { state in
+                                            state.inFlight -= 1
+                                            return state.inFlight
+                                        }
+                                        self.metrics.inFlight(count)
+                                        semaphore.release()
+                                    }
+                                    await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
+                                }
+                            }
+                        } catch {
+                            self.logger.error("worker: consumer ended", metadata: ["queue": "\(route.queue)", "error": "\(error)"])
+                        }
+                    }
+                }
+            }
+        }
+        state.withLock { $0.ready = false }
+        logger.info("worker: drained", metadata: ["worker": "\(configuration.workerID)"])
+    }
+
+    /// Stops taking messages; ``run()`` returns once the messages in hand are finished.
+    public func shutdown() async {
+        state.withLock { $0.stopping = true }
+        await stopDeliveries()
+    }
+
+    private func stopDeliveries() async {
+        let consumers = state.withLock { $0.consumers }
+        for consumer in consumers {
+            do {
+                try await consumer.stopDeliveries()
+            } catch {
+                logger.warning("worker: stopping a consumer failed", metadata: ["queue": "\(consumer.queue)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: - One message
+
+    func process(_ delivery: AMQPDelivery, route: Route, decoder: EnvelopeDecoder, publisher: AMQPPublisher) async {
+        let queue = route.queue
+        metrics.consumed(queue: queue)
+        let envelope: Envelope
+        do {
+            envelope = try decoder.decode(body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey, queue: queue)
+        } catch {
+            await deadLetter(delivery, queue: queue, error: error, publisher: publisher)
+            return
+        }
+        var logger = self.logger
+        logger[metadataKey: "message_id"] = "\(envelope.messageID)"
+        logger[metadataKey: "correlation_id"] = "\(envelope.correlationID ?? "")"
+
+        // Delay queues have whole-second levels: never act before the due time.
+        if let dueAt = envelope.dueAt, dueAt > now() {
+            do {
+                try await publishDelayed([DelayedMessage(envelope: envelope, destination: queue, dueAt: dueAt)], publisher: publisher)
+                metrics.redelayed(queue: queue)
+                settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
+            } catch {
+                logger.warning("worker: re-delaying failed; the message will come again", metadata: ["error": "\(error)"])
+                settle(delivery, queue: queue) { try $0.nack(requeue: true) }
+            }
+            return
+        }
+
+        let handler = handlers[route.handler]!
+        let started = ContinuousClock.now
+        do {
+            let outcome = try await handler.handle(envelope)
+            metrics.conflictsRetried(outcome.conflictsRetried)
+            try await publishOutcome(outcome, publisher: publisher)
+            let elapsed = started.duration(to: .now)
+            metrics.handled(queue: queue, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
+        } catch let error as EnvelopeError {
+            await deadLetter(delivery, queue: queue, error: error, publisher: publisher)
+        } catch let error as AMQPError {
+            // The effect is committed (or not); publishing failed. Redelivery publishes again (duplicate).
+            logger.warning("worker: publishing failed; the message will come again", metadata: ["error": "\(error)"])
+            settle(delivery, queue: queue) { try $0.nack(requeue: true) }
+        } catch {
+            await retryLater(delivery, envelope: envelope, queue: queue, error: error, publisher: publisher)
+        }
+    }
+
+    private func publishOutcome(_ outcome: HandlerOutcome, publisher: AMQPPublisher) async throws(AMQPError) {
+        var messages = outcome.publications.map { publication in
+            AMQPMessage(body: publication.envelope.body, exchange: publication.exchange ?? topology.fleet.processEventsExchange,
+                        routingKey: publication.routingKey, properties: publication.envelope.properties)
+        }
+        messages += outcome.delayed.map { delayedMessage($0) }
+        guard !messages.isEmpty else { return }
+        for result in await publisher.publish(contentsOf: messages) { try result.get() }
+        metrics.published(messages.count)
+    }
+
+    private func publishDelayed(_ delayed: [DelayedMessage], publisher: AMQPPublisher) async throws(AMQPError) {
+        for result in await publisher.publish(contentsOf: delayed.map { delayedMessage($0) }) { try result.get() }
+    }
+
+    /// The message that travels through the delay levels and reaches its destination at `dueAt` (rounded up
+    /// to the next whole second, so never early).
+    func delayedMessage(_ delayed: DelayedMessage) -> AMQPMessage {
+        var envelope = delayed.envelope
+        envelope.dueAt = delayed.dueAt
+        let seconds = max(0, Int(delayed.dueAt.timeIntervalSince(now()).rounded(.up)))
+        let destination = delayed.destination ?? topology.fleet.timeoutsQueue
+        let levels = topology.fleet.delay
+        return AMQPMessage(body: envelope.body, exchange: levels.entryExchange,
+                           routingKey: levels.routingKey(delaySeconds: seconds, destination: destination),
+                           properties: envelope.properties, mandatory: true)
+    }
+
+    private func retryLater(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, error: any Error, publisher: AMQPPublisher) async {
+        let attempt = envelope.attempt + 1
+        guard retryPolicy.allowsRetry(afterAttempt: attempt) else {
+            await deadLetter(delivery, queue: queue, error: EnvelopeError(.retriesExhausted, "after \(attempt) attempts: \(error)"), publisher: publisher)
+            return
+        }
+        let delay = retryPolicy.delay(beforeRetry: attempt, unitRandom: Double.random(in: 0..<1))
+        var retry = envelope
+        retry.attempt = attempt
+        let dueAt = now().addingTimeInterval(max(1, Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18))
+        logger.warning("worker: transient failure, retrying later", metadata: [
+            "message_id": "\(envelope.messageID)", "attempt": "\(attempt)", "error": "\(error)",
+        ])
+        do {
+            try await publishDelayed([DelayedMessage(envelope: retry, destination: queue, dueAt: dueAt)], publisher: publisher)
+            metrics.retried(queue: queue)
+            settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
+        } catch {
+            settle(delivery, queue: queue) { try $0.nack(requeue: true) }
+        }
+    }
+
+    /// Publishes the message to the dead-letter exchange with the reason, then acknowledges it. The original
+    /// body and properties are kept, so `fleet dlq requeue` can send it back unchanged.
+    private func deadLetter(_ delivery: AMQPDelivery, queue: String, error: EnvelopeError, publisher: AMQPPublisher) async {
+        var properties = delivery.properties
+        var headers = properties.headers ?? [:]
+        headers[Envelope.Header.error] = .string(error.code.rawValue)
+        headers[Envelope.Header.errorDetail] = .string(String(error.detail.prefix(1000)))
+        headers[Envelope.Header.worker] = .string(configuration.workerID)
+        headers[Envelope.Header.failedAt] = .string(ISO8601DateFormatter().string(from: now()))
+        headers[Envelope.Header.sourceQueue] = .string(queue)
+        headers[Envelope.Header.sourceRoutingKey] = .string(delivery.routingKey)
+        properties.headers = headers
+        logger.warning("worker: dead-lettering a message", metadata: [
+            "queue": "\(queue)", "reason": "\(error.code)", "detail": "\(error.detail.prefix(200))",
+            "message_id": "\(delivery.properties.messageID ?? "")",
+        ])
+        do {
+            try await publisher.publish(delivery.body, exchange: topology.fleet.deadLetterExchange, routingKey: delivery.routingKey,
+                                        properties: properties, mandatory: true)
+            metrics.deadLettered(queue: queue, reason: error.code.rawValue)
+            settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
+        } catch {
+            logger.error("worker: dead-lettering failed; the message will come again", metadata: ["error": "\(error)"])
+            settle(delivery, queue: queue) { try $0.nack(requeue: true) }
+        }
+    }
+
+    private func settle(_ delivery: AMQPDelivery, queue: String, _ action: (AMQPDelivery) throws -> Void) {
+        do {
+            try action(delivery)
+        } catch {
+            // A stale delivery comes again after the connection's recovery; the idempotency key absorbs it.
+            logger.debug("worker: settling skipped", metadata: ["error": "\(error)"])
+        }
+    }
+}

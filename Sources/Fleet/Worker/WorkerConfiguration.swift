@@ -1,0 +1,118 @@
+import Foundation
+
+/// Everything a worker needs to know, with defaults for a laptop.
+///
+/// The executable reads it from the environment (``init(environment:)``); a `*_FILE` variant of a secret's key
+/// names a file holding the value (for container secrets). Every key is listed in ``keys`` and documented in
+/// the README.
+public struct WorkerConfiguration: Sendable, Equatable {
+    /// The broker URL. Secret: it may hold a password.
+    public var amqpURL: String = "amqp://guest:guest@127.0.0.1:5672/"
+    /// The event store: a SQLite file path (`fleet.sqlite`, `sqlite:///var/lib/fleet/fleet.sqlite`) or a
+    /// `postgres://` URL. Secret: it may hold a password.
+    public var storeURL: String = "fleet.sqlite"
+    /// The topology file.
+    public var topologyPath: String = "topology.json"
+    /// Messages handled at once by this worker.
+    public var concurrency: Int = 32
+    /// Unacknowledged messages the broker may send ahead, per queue.
+    public var prefetch: Int = 64
+    /// Address the HTTP endpoint (metrics, health, admin) listens on.
+    public var httpHost: String = "127.0.0.1"
+    /// Port of the HTTP endpoint; 0 turns it off.
+    public var httpPort: Int = 9090
+    /// Token protecting the admin API; nil keeps the admin API off. Secret.
+    public var adminToken: String?
+    /// This worker's name in dead-letter headers, logs and metrics.
+    public var workerID: String = WorkerConfiguration.defaultWorkerID
+    /// How long a stopping worker may take to finish the messages in hand.
+    public var shutdownGraceSeconds: Int = 25
+    /// Bodies larger than this are dead-lettered unread.
+    public var maximumBodyBytes: Int = 1 << 20
+    /// Log level: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: String = "info"
+
+    /// The defaults.
+    public init() {}
+
+    /// A key of the configuration's environment.
+    public struct Key: Sendable, Hashable {
+        /// The variable's name.
+        public let name: String
+        /// Whether the value is a secret (never logged; may come from `<name>_FILE`).
+        public let isSecret: Bool
+        /// What it sets.
+        public let summary: String
+    }
+
+    /// Every environment key a worker reads.
+    public static let keys: [Key] = [
+        Key(name: "FLEET_AMQP_URL", isSecret: true, summary: "broker URL (amqp:// or amqps://)"),
+        Key(name: "FLEET_STORE_URL", isSecret: true, summary: "event store: SQLite path or postgres:// URL"),
+        Key(name: "FLEET_TOPOLOGY", isSecret: false, summary: "path of topology.json"),
+        Key(name: "FLEET_CONCURRENCY", isSecret: false, summary: "messages handled at once"),
+        Key(name: "FLEET_PREFETCH", isSecret: false, summary: "broker prefetch per queue"),
+        Key(name: "FLEET_HTTP_HOST", isSecret: false, summary: "HTTP listen address"),
+        Key(name: "FLEET_HTTP_PORT", isSecret: false, summary: "HTTP port for /metrics, /health/*, /admin (0 = off)"),
+        Key(name: "FLEET_ADMIN_TOKEN", isSecret: true, summary: "bearer token of the admin API (unset = admin API off)"),
+        Key(name: "FLEET_WORKER_ID", isSecret: false, summary: "this worker's name"),
+        Key(name: "FLEET_SHUTDOWN_GRACE_SECONDS", isSecret: false, summary: "time to finish in-flight messages on SIGTERM"),
+        Key(name: "FLEET_MAX_BODY_BYTES", isSecret: false, summary: "largest message body read"),
+        Key(name: "FLEET_LOG_LEVEL", isSecret: false, summary: "log level"),
+    ]
+
+    /// A configuration error: a key with a value that cannot be used.
+    public struct Invalid: Error, Sendable, CustomStringConvertible, Equatable {
+        /// The key.
+        public var key: String
+        /// What is wrong (never the value of a secret).
+        public var problem: String
+        public var description: String { "\(key): \(problem)" }
+    }
+
+    /// Reads the configuration from environment variables; unset keys keep their defaults.
+    ///
+    /// - Throws: ``Invalid`` naming the key, without echoing secret values.
+    public init(environment: [String: String]) throws(Invalid) {
+        func value(_ name: String) throws(Invalid) -> String? {
+            if let direct = environment[name], !direct.isEmpty { return direct }
+            guard let path = environment["\(name)_FILE"], !path.isEmpty else { return nil }
+            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw Invalid(key: "\(name)_FILE", problem: "cannot read \(path)")
+            }
+            return contents.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        func integer(_ name: String, _ range: ClosedRange<Int>) throws(Invalid) -> Int? {
+            guard let text = try value(name) else { return nil }
+            guard let number = Int(text), range.contains(number) else {
+                throw Invalid(key: name, problem: "must be a whole number in \(range.lowerBound)...\(range.upperBound), not \(text.prefix(40))")
+            }
+            return number
+        }
+        if let url = try value("FLEET_AMQP_URL") { amqpURL = url }
+        if let url = try value("FLEET_STORE_URL") { storeURL = url }
+        if let path = try value("FLEET_TOPOLOGY") { topologyPath = path }
+        if let number = try integer("FLEET_CONCURRENCY", 1...4096) { concurrency = number }
+        if let number = try integer("FLEET_PREFETCH", 1...65535) { prefetch = number }
+        if let host = try value("FLEET_HTTP_HOST") { httpHost = host }
+        if let number = try integer("FLEET_HTTP_PORT", 0...65535) { httpPort = number }
+        adminToken = try value("FLEET_ADMIN_TOKEN")
+        if let token = adminToken, token.count < 16 {
+            throw Invalid(key: "FLEET_ADMIN_TOKEN", problem: "must be at least 16 characters")
+        }
+        if let id = try value("FLEET_WORKER_ID") { workerID = id }
+        if let number = try integer("FLEET_SHUTDOWN_GRACE_SECONDS", 0...3600) { shutdownGraceSeconds = number }
+        if let number = try integer("FLEET_MAX_BODY_BYTES", 1...(64 << 20)) { maximumBodyBytes = number }
+        if let level = try value("FLEET_LOG_LEVEL") {
+            guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {
+                throw Invalid(key: "FLEET_LOG_LEVEL", problem: "unknown level \(level.prefix(20))")
+            }
+            logLevel = level
+        }
+    }
+
+    /// The host name and process id.
+    public static var defaultWorkerID: String {
+        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+    }
+}

@@ -1,0 +1,56 @@
+import CoreMetrics
+import Foundation
+
+/// The worker's own metrics (the process metrics come from the Processes module).
+///
+/// Names: `fleet_messages_consumed_total`, `fleet_messages_acked_total`, `fleet_messages_dead_lettered_total`
+/// (dimension `reason`), `fleet_messages_retried_total`, `fleet_messages_redelayed_total`,
+/// `fleet_handler_duration_seconds`, `fleet_conflicts_retried_total`, `fleet_publications_total`,
+/// `fleet_in_flight_messages`; all with the dimension `queue` where a queue applies.
+public struct WorkerMetrics: Sendable {
+    let factory: any MetricsFactory
+
+    /// Metrics made by `factory` (for example a Prometheus registry's factory).
+    public init(factory: any MetricsFactory) {
+        self.factory = factory
+    }
+
+    func consumed(queue: String) {
+        Counter(label: "fleet_messages_consumed_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
+    func acked(queue: String) {
+        Counter(label: "fleet_messages_acked_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
+    func deadLettered(queue: String, reason: String) {
+        Counter(label: "fleet_messages_dead_lettered_total", dimensions: [("queue", queue), ("reason", reason)], factory: factory).increment()
+    }
+
+    func retried(queue: String) {
+        Counter(label: "fleet_messages_retried_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
+    func redelayed(queue: String) {
+        Counter(label: "fleet_messages_redelayed_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
+    func handled(queue: String, seconds: Double) {
+        Timer(label: "fleet_handler_duration_seconds", dimensions: [("queue", queue)], factory: factory)
+            .recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    func conflictsRetried(_ count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "fleet_conflicts_retried_total", factory: factory).increment(by: count)
+    }
+
+    func published(_ count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "fleet_publications_total", factory: factory).increment(by: count)
+    }
+
+    func inFlight(_ value: Int) {
+        Gauge(label: "fleet_in_flight_messages", factory: factory).record(value)
+    }
+}
