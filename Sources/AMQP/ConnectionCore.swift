@@ -896,44 +896,52 @@ enum Settlement: Sendable {
 /// Delivery tags on a channel start at 1 and grow by one per delivery, so "every tag up to n is settled" is
 /// one number: `settledThrough`.
 struct AcknowledgementBuffer {
+    /// Tags acknowledged by the application and not sent yet.
     var pending: [UInt64] = []
+    /// Every tag up to this one is settled on the broker (by a frame already sent).
     private(set) var settledThrough: UInt64 = 0
-    private var settledAhead = Set<UInt64>()
+    /// Tags above `settledThrough` already settled by a frame sent on its own (ack, nack or reject).
+    private var sentAhead = Set<UInt64>()
 
+    /// A `multiple` settlement up to `tag` was sent.
     mutating func settled(through tag: UInt64) {
         guard tag > settledThrough else { return }
         settledThrough = tag
-        settledAhead = settledAhead.filter { $0 > tag }
+        sentAhead = sentAhead.filter { $0 > tag }
+        pending.removeAll { $0 <= tag }
         advance()
     }
 
+    /// A settlement of `tag` alone was sent.
     mutating func settledOutOfOrder(_ tag: UInt64) {
         guard tag > settledThrough else { return }
-        settledAhead.insert(tag)
+        sentAhead.insert(tag)
         advance()
     }
 
     private mutating func advance() {
-        while settledAhead.remove(settledThrough + 1) != nil { settledThrough += 1 }
+        while sentAhead.remove(settledThrough + 1) != nil { settledThrough += 1 }
     }
 
-    /// Returns the tag to acknowledge with `multiple` (nil when the run did not grow) and the tags to
-    /// acknowledge one by one.
+    /// Returns the tag to acknowledge with `multiple` (nil when no contiguous run starts at the lowest unsettled
+    /// tag) and the tags to acknowledge one by one. The `multiple` target is always a tag not settled before,
+    /// as the broker requires.
     mutating func drain() -> (through: UInt64?, singles: [UInt64]) {
-        let previousThrough = settledThrough
-        var outOfOrder: [UInt64] = []
-        for tag in pending.sorted() where tag > settledThrough {
-            if tag == settledThrough + 1 {
-                settledThrough = tag
-                advance()
-            } else {
-                outOfOrder.append(tag)
-            }
-        }
+        var acknowledged = Set(pending.filter { $0 > settledThrough })
         pending.removeAll(keepingCapacity: true)
-        let singles = outOfOrder.filter { $0 > settledThrough }
-        for tag in singles { settledAhead.insert(tag) }
-        return (settledThrough > previousThrough ? settledThrough : nil, singles)
+        var target: UInt64?
+        while true {
+            let next = settledThrough + 1
+            if acknowledged.remove(next) != nil {
+                target = next
+            } else if sentAhead.remove(next) == nil {
+                break
+            }
+            settledThrough = next
+        }
+        let singles = acknowledged.sorted()
+        sentAhead.formUnion(singles)
+        return (target, singles)
     }
 }
 

@@ -97,6 +97,19 @@ public struct EnvelopeDecoder: Sendable {
                 }
                 envelope.messageID = "\(mapping.eventType):\(id)"
             }
+            if let fields = mapping.fields {
+                var object: [String: Any] = [:]
+                for (name, text) in fields {
+                    guard let pointer = JSONPointer(text), let value = pointer.resolve(in: document) else {
+                        throw EnvelopeError(.invalidPayload, "the body has nothing at \(text) for field \(name)")
+                    }
+                    object[name] = value
+                }
+                guard let body = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else {
+                    throw EnvelopeError(.invalidPayload, "the mapped fields do not form a JSON object")
+                }
+                envelope.body = body
+            }
         } else if !route.foreign.isEmpty && envelope.eventType.isEmpty {
             throw EnvelopeError(.missingEventType, "no foreign mapping of queue \(queue) matches routing key \(routingKey.prefix(200))")
         }

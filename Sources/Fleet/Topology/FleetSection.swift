@@ -88,20 +88,24 @@ public struct ForeignMapping: Sendable, Equatable, Codable {
     public var correlationPointer: String
     /// JSON pointer to a stable message id in the body, when the bus sets no `message_id`.
     public var messageIDPointer: String?
+    /// When the foreign body's fields differ from the event's: each field of the event and the JSON pointer
+    /// its value is read from. Without it the body is taken as it is.
+    public var fields: [String: String]?
 
     enum CodingKeys: String, CodingKey {
         case routingKey = "routing_key", header, eventType = "event_type", correlationPointer = "correlation_pointer"
-        case messageIDPointer = "message_id_pointer"
+        case messageIDPointer = "message_id_pointer", fields
     }
 
     /// A mapping.
     public init(routingKey: String? = nil, header: HeaderMatch? = nil, eventType: String, correlationPointer: String,
-                messageIDPointer: String? = nil) {
+                messageIDPointer: String? = nil, fields: [String: String]? = nil) {
         self.routingKey = routingKey
         self.header = header
         self.eventType = eventType
         self.correlationPointer = correlationPointer
         self.messageIDPointer = messageIDPointer
+        self.fields = fields
     }
 
     /// Whether a message with this routing key and these headers matches.

@@ -140,7 +140,7 @@ extension Topology {
             guard !route.handler.isEmpty else { throw TopologyError(entry: entry, problem: "names no handler") }
             for mapping in route.foreign {
                 guard !mapping.eventType.isEmpty else { throw TopologyError(entry: entry, problem: "a foreign mapping names no event type") }
-                for pointer in [mapping.correlationPointer] + (mapping.messageIDPointer.map { [$0] } ?? []) {
+                for pointer in [mapping.correlationPointer] + (mapping.messageIDPointer.map { [$0] } ?? []) + (mapping.fields.map { Array($0.values) } ?? []) {
                     guard JSONPointer(pointer) != nil else {
                         throw TopologyError(entry: entry, problem: "\(pointer) is not a JSON pointer (it must start with /)")
                     }

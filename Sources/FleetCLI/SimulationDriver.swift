@@ -1,0 +1,221 @@
+import AMQP
+import Fleet
+import Foundation
+import Logging
+import OrderFulfillment
+
+/// Runs the simulated external services against a live fleet: sends what the simulator says, feeds it the
+/// process events the fleet publishes, and measures how long each process took.
+actor SimulationDriver {
+    struct Report: Sendable {
+        var expected: [ExpectedOutcome: Int]
+        var observed: [ExpectedOutcome: Int]
+        var mismatches: [String: (expected: ExpectedOutcome, observed: ExpectedOutcome?)]
+        var elapsed: Duration
+        var latencies: [Double]
+        var processEventsReceived: Int
+        var distinctProcessEvents: Int
+        var messagesSent: Int
+        var finished: Bool
+        var poisonMessages: Int
+
+        var processes: Int { expected.values.reduce(0, +) }
+    }
+
+    private var simulator: ServiceSimulator
+    private let topology: Topology
+    private let publisher: AMQPPublisher
+    private let logger: Logger
+    private var started: [String: ContinuousClock.Instant] = [:]
+    private var latencies: [Double] = []
+    private var seenMessageIDs = Set<String>()
+    private var received = 0
+    private var sent = 0
+    private var failures: [String] = []
+
+    init(settings: SimulationSettings, topology: Topology, publisher: AMQPPublisher, logger: Logger) {
+        simulator = ServiceSimulator(settings: settings)
+        self.topology = topology
+        self.publisher = publisher
+        self.logger = logger
+    }
+
+    /// Runs the whole simulation; `progress` is called about twice a second with (ended, total).
+    static func run(settings: SimulationSettings, topology: Topology, amqpURL: String, timeout: Duration, logger: Logger,
+                    progress: @escaping @Sendable (Int, Int) -> Void) async throws -> Report {
+        var configuration = try AMQPConfiguration(url: amqpURL)
+        configuration.connectionName = "simulator publish"
+        let publishing = try await AMQPConnection.connect(configuration, logger: logger)
+        configuration.connectionName = "simulator consume"
+        let consuming = try await AMQPConnection.connect(configuration, logger: logger)
+        defer {
+            Task {
+                await publishing.close()
+                await consuming.close()
+            }
+        }
+        let publisher = try await publishing.makePublisher(window: 512)
+        let queue = try await consuming.declare(QueueDeclaration(name: "", durable: false, exclusive: true, autoDelete: true))
+        try await consuming.declare(BindingDeclaration(source: topology.fleet.processEventsExchange, destination: queue.name, routingKey: "#"))
+        let consumer = try await consuming.consume(queue: queue.name, prefetch: 1000, noAck: true)
+        let driver = SimulationDriver(settings: settings, topology: topology, publisher: publisher, logger: logger)
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for try await delivery in consumer {
+                    await driver.observe(delivery)
+                }
+            }
+            // Providers stock their resources before any trip is requested.
+            try await driver.sendCapacity()
+            let stocked = await driver.waitForCapacity(until: clock.now + .seconds(60))
+            if !stocked { logger.warning("simulator: capacity announcements not all seen; trips may be compensated") }
+            try await driver.sendOpening()
+            var finished = false
+            while clock.now < start + timeout {
+                let (ended, total, done) = await driver.status()
+                progress(ended, total)
+                if done {
+                    finished = true
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            group.cancelAll()
+            try await consumer.cancel()
+            return await driver.report(elapsed: start.duration(to: clock.now), finished: finished)
+        }
+    }
+
+    private func status() -> (Int, Int, Bool) {
+        (simulator.observed.count, simulator.expected.count, simulator.isFinished)
+    }
+
+    private func waitForCapacity(until deadline: ContinuousClock.Instant) async -> Bool {
+        while ContinuousClock.now < deadline {
+            if simulator.capacityPending.isEmpty { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return simulator.capacityPending.isEmpty
+    }
+
+    private func sendCapacity() async throws {
+        try await send(simulator.capacityAnnouncements())
+    }
+
+    private func sendOpening() async throws {
+        let messages = simulator.openingMessages()
+        let now = ContinuousClock.now
+        for message in messages {
+            if let id = message.correlationID, simulator.expected[id] != nil, started[id] == nil { started[id] = now }
+        }
+        try await send(messages)
+    }
+
+    private func observe(_ delivery: AMQPDelivery) async {
+        received += 1
+        let properties = delivery.properties
+        guard let type = properties.type, let messageID = properties.messageID,
+              let stream = properties.headers?[Envelope.Header.streamID]?.stringValue else { return }
+        guard seenMessageIDs.insert(messageID).inserted else { return }
+        let before = simulator.observed.count
+        let replies = simulator.observe(eventType: type, streamID: stream, payload: delivery.body)
+        if simulator.observed.count > before, let id = businessID(stream: stream), let start = started[id] {
+            let elapsed = start.duration(to: .now)
+            latencies.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        }
+        guard !replies.isEmpty else { return }
+        let delayed = replies
+        Task { [weak self] in
+            for message in delayed.sorted(by: { $0.delayMilliseconds < $1.delayMilliseconds }) {
+                if message.delayMilliseconds > 0 { try? await Task.sleep(for: .milliseconds(message.delayMilliseconds)) }
+                do {
+                    try await self?.send([message])
+                } catch {
+                    await self?.record(failure: "\(error)")
+                }
+            }
+        }
+    }
+
+    private func businessID(stream: String) -> String? {
+        for prefix in ["order-fulfillment-", "travel-booking-"] where stream.hasPrefix(prefix) {
+            return String(stream.dropFirst(prefix.count))
+        }
+        return nil
+    }
+
+    private func record(failure: String) {
+        failures.append(failure)
+    }
+
+    /// Publishes messages with confirms, retrying those whose outcome is unknown.
+    private func send(_ messages: [SimulatedMessage]) async throws {
+        let amqp = messages.map { message -> AMQPMessage in
+            var properties = AMQPProperties.persistent
+            properties.contentType = "application/json"
+            properties.type = message.eventType
+            properties.messageID = message.messageID
+            properties.correlationID = message.correlationID
+            properties.timestamp = Date()
+            let exchange: String
+            switch message.bus {
+            case .domain: exchange = "domain.events"
+            case .legacy: exchange = "legacy.payments"
+            }
+            return AMQPMessage(body: message.body, exchange: exchange, routingKey: message.routingKey, properties: properties)
+        }
+        var pending = amqp
+        for attempt in 1...20 where !pending.isEmpty {
+            let results = await publisher.publish(contentsOf: pending)
+            pending = zip(pending, results).compactMap { message, result in
+                if case .failure = result { return message }
+                return nil
+            }
+            sent += amqp.count - pending.count
+            if !pending.isEmpty {
+                logger.warning("simulator: publishing failed, retrying", metadata: ["attempt": "\(attempt)", "messages": "\(pending.count)"])
+                try await Task.sleep(for: .milliseconds(200 * attempt))
+            }
+        }
+        if !pending.isEmpty { throw AMQPError(.connectionLost, operation: "simulator publish", detail: "\(pending.count) messages unconfirmed") }
+    }
+
+    private func report(elapsed: Duration, finished: Bool) -> Report {
+        var expected: [ExpectedOutcome: Int] = [:]
+        for outcome in simulator.expected.values { expected[outcome, default: 0] += 1 }
+        return Report(expected: expected, observed: simulator.observedCounts, mismatches: simulator.mismatches, elapsed: elapsed,
+                      latencies: latencies.sorted(), processEventsReceived: received, distinctProcessEvents: seenMessageIDs.count,
+                      messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages)
+    }
+}
+
+extension SimulationDriver.Report {
+    /// The value at `fraction` of the sorted latencies, in milliseconds.
+    func percentile(_ fraction: Double) -> Double {
+        guard !latencies.isEmpty else { return 0 }
+        let index = min(latencies.count - 1, Int((Double(latencies.count) * fraction).rounded(.up)) - 1)
+        return latencies[max(0, index)] * 1000
+    }
+
+    /// A human-readable summary.
+    var summary: String {
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        var lines: [String] = []
+        lines.append("processes: \(processes) (\(observed.values.reduce(0, +)) ended) in \(String(format: "%.1f", seconds)) s: \(String(format: "%.1f", Double(processes) / max(seconds, 0.001))) processes/s")
+        for outcome in ExpectedOutcome.allCases {
+            lines.append("  \(outcome.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) expected \(expected[outcome] ?? 0), observed \(observed[outcome] ?? 0)")
+        }
+        lines.append(String(format: "latency from first message to end: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms",
+                            percentile(0.5), percentile(0.9), percentile(0.99), (latencies.last ?? 0) * 1000))
+        lines.append("messages sent by the services: \(messagesSent); process events received: \(processEventsReceived) (\(distinctProcessEvents) distinct)")
+        if mismatches.isEmpty {
+            lines.append("every process ended as expected")
+        } else {
+            lines.append("\(mismatches.count) processes did not end as expected, e.g. " + mismatches.prefix(5).map { "\($0.key): expected \($0.value.expected.rawValue), observed \($0.value.observed?.rawValue ?? "nothing")" }.joined(separator: "; "))
+        }
+        return lines.joined(separator: "\n")
+    }
+}
