@@ -22,14 +22,20 @@ extension DomainEvent {
 
 /// Turns domain events into payload bytes and back: JSON with sorted keys and ISO 8601 dates.
 public struct EventCodec: Sendable {
+    private let encoder: JSONEncoder
+    private let decoder: JSONDecoder
+
     /// Creates the codec.
-    public init() {}
+    public init() {
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+    }
 
     /// The type name and JSON payload of `event`.
     public func encode<Event: DomainEvent>(_ event: Event) throws(EventStoreError) -> (eventType: String, payload: Data) {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .iso8601
         do {
             return (event.eventType, try encoder.encode(event))
         } catch {
@@ -43,8 +49,6 @@ public struct EventCodec: Sendable {
     ///   handled but the payload does not decode.
     public func decode<Event: DomainEvent>(_ stored: StoredEvent, as type: Event.Type = Event.self) throws(EventStoreError) -> Event? {
         guard Event.handles(eventType: stored.eventType) else { return nil }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
         do {
             return try decoder.decode(Event.self, from: stored.payload)
         } catch {

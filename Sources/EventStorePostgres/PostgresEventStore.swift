@@ -148,13 +148,12 @@ public final class PostgresEventStore: EventStore {
 
     /// See ``EventStore/appendResult(forIdempotencyKey:)``.
     public func appendResult(forIdempotencyKey key: IdempotencyKey) async throws -> AppendResult? {
-        var rows: [(Int64?, Int64?, String)] = []
+        let rows: [(Int64?, Int64?, String)]
         do {
-            let sequence = try await client.query("""
+            rows = try await run("""
                 SELECT first_position, last_position, stream_versions FROM \(unescaped: schema.quoted).idempotency_keys
                 WHERE idempotency_key = \(key.rawValue)
-                """, logger: logger)
-            for try await row in sequence.decode((Int64?, Int64?, String).self) { rows.append(row) }
+                """).map { try $0.decode((Int64?, Int64?, String).self) }
         } catch {
             throw Self.mapError(error, "an idempotency key could not be looked up")
         }
@@ -176,11 +175,20 @@ public final class PostgresEventStore: EventStore {
     private func fetch(_ query: PostgresQuery) async throws -> [StoredEvent] {
         let rows: [PostgresRow]
         do {
-            rows = try await client.query(query, logger: logger).collect()
+            rows = try await run(query)
         } catch {
             throw Self.mapError(error, "events could not be read")
         }
         return try rows.map(Self.decode)
+    }
+
+    /// Runs `query` on a leased connection and collects its rows. The lease is tied to this scope rather than to
+    /// the row sequence, so a statement that fails on the server always gives its connection back to the pool.
+    private func run(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        let logger = logger
+        return try await client.withConnection { connection in
+            try await connection.query(query, logger: logger).collect()
+        }
     }
 
     static func decode(_ row: PostgresRow) throws(EventStoreError) -> StoredEvent {
@@ -239,10 +247,10 @@ public final class PostgresEventStore: EventStore {
     public func append(_ request: AppendRequest) async throws -> AppendResult {
         try request.validate(maximumPayloadBytes: configuration.maximumPayloadBytes)
         let recordedAt = RecordedTime.microseconds(configuration.now())
-        var returned: (String, Int64?, Int64?, [Int64]?, String?)?
+        let returned: (String, Int64?, Int64?, [Int64]?, String?)?
         do {
-            let rows = try await client.query(appendStatement(request, recordedAt: recordedAt), logger: logger)
-            for try await row in rows.decode((String, Int64?, Int64?, [Int64]?, String?).self) { returned = row }
+            returned = try await run(appendStatement(request, recordedAt: recordedAt))
+                .first.map { try $0.decode((String, Int64?, Int64?, [Int64]?, String?).self) }
         } catch let error as PSQLError where error.serverInfo?[.message] == "eventcore: duplicate" {
             guard let key = request.idempotencyKey, let recorded = try await appendResult(forIdempotencyKey: key) else {
                 throw EventStoreError(.storeFailure, "a duplicate idempotency key was reported but its record cannot be found")

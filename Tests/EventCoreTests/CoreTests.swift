@@ -1,0 +1,284 @@
+import EventCore
+import EventCoreTestKit
+import Foundation
+import Testing
+
+@Suite("Stream ids, event ids and keys")
+struct IdentityTests {
+    @Test("valid stream ids keep their text")
+    func validStreamIDs() throws {
+        #expect(try StreamID("account-42").rawValue == "account-42")
+        #expect(try StreamID("zürich/☃ order:7").rawValue == "zürich/☃ order:7")
+        #expect(try StreamID(String(repeating: "x", count: 255)).rawValue.count == 255)
+    }
+
+    @Test("invalid stream ids are refused with a typed error", arguments: [
+        "", String(repeating: "x", count: 256), "line\nbreak", "nul\u{0}byte", "tab\there", "del\u{7F}", "c1\u{85}control",
+    ])
+    func invalidStreamIDs(_ candidate: String) {
+        #expect(StreamID.problem(with: candidate) != nil)
+        do {
+            _ = try StreamID(candidate)
+            Issue.record("\(candidate.debugDescription) was accepted")
+        } catch {
+            #expect(error.code == .invalidStreamID)
+            #expect(!error.isRetryable)
+            #expect(!error.description.contains("\n"))
+        }
+    }
+
+    @Test("a stream id decoded from JSON is validated")
+    func decodedStreamIDIsValidated() throws {
+        #expect(try JSONDecoder().decode([StreamID].self, from: Data(#"["ok"]"#.utf8)) == [try StreamID("ok")])
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode([StreamID].self, from: Data(#"["bad\n"]"#.utf8)) }
+    }
+
+    @Test("event ids are version 7 and strictly increasing")
+    func eventIDsAreTimeOrdered() throws {
+        let before = Date()
+        let ids = (0..<20_000).map { _ in EventID() }
+        #expect(ids.allSatisfy { $0.version == 7 })
+        #expect(zip(ids, ids.dropFirst()).allSatisfy { $0 < $1 })
+        #expect(Set(ids).count == ids.count)
+        #expect(ids[0].createdAt >= before.addingTimeInterval(-0.002))
+        let decoded = try JSONDecoder().decode(EventID.self, from: JSONEncoder().encode(ids[7]))
+        #expect(decoded == ids[7])
+        #expect(ids[7].uuid.uuidString.lowercased() == ids[7].description)
+    }
+
+    @Test("idempotency keys are validated")
+    func idempotencyKeys() throws {
+        #expect(try IdempotencyKey(consumer: "orders", messageID: "m-1").rawValue == "orders/m-1")
+        #expect(throws: EventStoreError.self) { try IdempotencyKey("") }
+        #expect(throws: EventStoreError.self) { try IdempotencyKey(String(repeating: "k", count: 513)) }
+    }
+}
+
+/// Whether two durations agree to the microsecond (delays are computed in floating point).
+func approximately(_ lhs: Duration, _ rhs: Duration) -> Bool {
+    let difference = lhs - rhs
+    return difference < .microseconds(1) && difference > .microseconds(-1)
+}
+
+func approximately(_ lhs: [Duration], _ rhs: [Duration]) -> Bool {
+    lhs.count == rhs.count && zip(lhs, rhs).allSatisfy { approximately($0, $1) }
+}
+
+@Suite("Retry policy")
+struct RetryPolicyTests {
+    @Test("exponential backoff doubles up to the maximum")
+    func exponential() {
+        let policy = RetryPolicy(maxRetries: 10, backoff: .exponential(initial: .milliseconds(2), multiplier: 2, maximum: .milliseconds(50)), jitter: 0)
+        #expect(approximately((1...6).map { policy.baseDelay(beforeRetry: $0) }, [.milliseconds(2), .milliseconds(4), .milliseconds(8), .milliseconds(16), .milliseconds(32), .milliseconds(50)]))
+        #expect(approximately(policy.delay(beforeRetry: 3, unitRandom: 0.9), .milliseconds(8)))
+        #expect(approximately(policy.baseDelay(beforeRetry: 500), .milliseconds(50)))
+    }
+
+    @Test("jitter takes a random fraction off the delay")
+    func jitter() {
+        let policy = RetryPolicy(maxRetries: 3, backoff: .fixed(.milliseconds(100)), jitter: 0.5)
+        #expect(approximately(policy.delay(beforeRetry: 1, unitRandom: 0), .milliseconds(100)))
+        #expect(approximately(policy.delay(beforeRetry: 1, unitRandom: 0.5), .milliseconds(75)))
+        #expect(approximately(policy.delay(beforeRetry: 1, unitRandom: 1), .milliseconds(50)))
+    }
+
+    @Test("linear backoff and the retry bound")
+    func linear() {
+        let policy = RetryPolicy(maxRetries: 2, backoff: .linear(initial: .seconds(1), increment: .seconds(2), maximum: .seconds(4)), jitter: 0)
+        #expect(approximately((1...4).map { policy.baseDelay(beforeRetry: $0) }, [.seconds(1), .seconds(3), .seconds(4), .seconds(4)]))
+        #expect(policy.allowsRetry(afterAttempt: 2))
+        #expect(!policy.allowsRetry(afterAttempt: 3))
+        #expect(policy.maxAttempts == 3)
+        #expect(!RetryPolicy.never.allowsRetry(afterAttempt: 1))
+    }
+}
+
+@Suite("Command executor")
+struct ExecutorTests {
+    let a = SampleBank.account(1), b = SampleBank.account(2)
+
+    func funded(_ amount: Int) async throws -> InMemoryEventStore {
+        let store = InMemoryEventStore()
+        let codec = EventCodec()
+        let encoded = try codec.encode(SampleBank.Event.deposited(amount: amount))
+        _ = try await store.append(AppendRequest(events: [NewEvent(streamID: a, eventType: encoded.eventType, payload: encoded.payload)]))
+        return store
+    }
+
+    @Test("conflicts are retried with the policy's backoff on the injected clock")
+    func backoffOnInjectedClock() async throws {
+        let store = FaultInjectingEventStore(wrapping: try await funded(100))
+        store.injectIntoNextAppends(.conflict, .conflict, .conflict)
+        let clock = ImmediateClock()
+        let policy = RetryPolicy(maxRetries: 5, backoff: .exponential(initial: .milliseconds(1), multiplier: 2, maximum: .seconds(1)), jitter: 0.5)
+        let executor = CommandExecutor(store: store, configuration: .init(retryPolicy: policy), clock: clock, unitRandom: { 0 })
+        let result = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10))
+        #expect(result.outcome == .committed)
+        #expect(result.attempts == 4)
+        #expect(result.conflictsRetried == 3)
+        #expect(approximately(clock.sleeps, [.milliseconds(1), .milliseconds(2), .milliseconds(4)]))
+        #expect(store.statistics.injected[.conflict] == 3)
+    }
+
+    @Test("jitter comes from the injected random source")
+    func jitterFromRandomSource() async throws {
+        let store = FaultInjectingEventStore(wrapping: try await funded(100))
+        store.injectIntoNextAppends(.conflict)
+        let clock = ImmediateClock()
+        let policy = RetryPolicy(maxRetries: 1, backoff: .fixed(.milliseconds(40)), jitter: 1)
+        let executor = CommandExecutor(store: store, configuration: .init(retryPolicy: policy), clock: clock, unitRandom: { 0.25 })
+        _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10))
+        #expect(approximately(clock.sleeps, [.milliseconds(30)]))
+    }
+
+    @Test("a store that goes away before the append leaves nothing written; the next execution succeeds")
+    func unavailableBeforeAppend() async throws {
+        let base = try await funded(100)
+        let store = FaultInjectingEventStore(wrapping: base)
+        store.injectIntoNextAppends(.unavailableBeforeAppend)
+        let executor = CommandExecutor(store: store, clock: ImmediateClock())
+        await #expect(throws: EventStoreError.self) { try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10)) }
+        #expect(try await base.read([a, b]).versions == [a: 1, b: 0])
+        let result = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10))
+        #expect(result.outcome == .committed)
+    }
+
+    @Test("a commit whose answer was lost is recognised as a duplicate when retried with its key")
+    func lostAnswerIsDuplicate() async throws {
+        let base = try await funded(100)
+        let store = FaultInjectingEventStore(wrapping: base)
+        store.injectIntoNextAppends(.unavailableAfterAppend)
+        let executor = CommandExecutor(store: store, clock: ImmediateClock())
+        let options = ExecutionOptions(idempotencyKey: try IdempotencyKey(consumer: "transfers", messageID: "m-1"))
+        do {
+            _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10), options: options)
+            Issue.record("the lost answer was not reported")
+        } catch let error as EventStoreError {
+            #expect(error.code == .storeUnavailable)
+            #expect(error.isRetryable)
+        }
+        let retried = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10), options: options)
+        #expect(retried.outcome == .duplicate)
+        #expect(retried.events.count == 2)
+        #expect(try await base.read(stream: a).version(of: a) == 2)
+    }
+
+    @Test("a command that keeps discovering streams is stopped")
+    func endlessDiscovery() async throws {
+        struct Wanderer: Command {
+            var readStreams: [StreamID] { [try! StreamID("start")] }
+            var initialState: Int { 0 }
+            func apply(_ state: inout Int, _ event: SampleBank.Event) {}
+            func handle(_ state: Int, context: CommandContext) throws -> [StreamWrite<SampleBank.Event>] {
+                context.resolver.add(try StreamID("next-\(context.streams.count)"))
+                return []
+            }
+        }
+        let executor = CommandExecutor(store: InMemoryEventStore(), configuration: .init(maxDiscoveryRounds: 3), clock: ImmediateClock())
+        await #expect(throws: EventStoreError.self) { try await executor.execute(Wanderer()) }
+    }
+
+    @Test("a write is refused for a stream the command did not declare or discover")
+    func contextRefusesUndeclaredStreams() throws {
+        let context = CommandContext(streams: [a], versions: [a: 0])
+        #expect(throws: EventStoreError.self) { try context.write(SampleBank.Event.deposited(amount: 1), to: b) }
+        context.resolver.add(b)
+        #expect(try context.write(SampleBank.Event.deposited(amount: 1), to: b).streamID == b)
+    }
+
+    @Test("the fault injector repeats its faults for the same seed")
+    func seededFaultsRepeat() async throws {
+        func faults(seed: UInt64) async -> [String] {
+            let store = FaultInjectingEventStore(wrapping: InMemoryEventStore(), seed: seed, rates: .init(unavailableBeforeAppend: 0.2, conflict: 0.2))
+            var seen: [String] = []
+            for index in 0..<40 {
+                do {
+                    _ = try await store.append(AppendRequest(events: [NewEvent(streamID: try! StreamID("s\(index)"), eventType: "T", payload: Data())]))
+                    seen.append("ok")
+                } catch let error as EventStoreError {
+                    seen.append(error.code.description)
+                } catch {
+                    seen.append("other")
+                }
+            }
+            return seen
+        }
+        let first = await faults(seed: 7), again = await faults(seed: 7), other = await faults(seed: 8)
+        #expect(first == again)
+        #expect(first != other)
+        #expect(first.contains("storeUnavailable") && first.contains("versionConflict") && first.contains("ok"))
+    }
+}
+
+@Suite("Given, when, then")
+struct ScenarioTests {
+    let a = SampleBank.account(1), b = SampleBank.account(2)
+
+    @Test("a transfer debits one account and credits the other")
+    func transfer() async throws {
+        try await CommandScenario<SampleBank.Transfer>()
+            .given(.deposited(amount: 50), in: a)
+            .when(SampleBank.Transfer(from: a, to: b, amount: 20))
+            .then(written: [(a, .withdrawn(amount: 20)), (b, .deposited(amount: 20))])
+    }
+
+    @Test("a transfer without money decides nothing")
+    func noMoney() async throws {
+        try await CommandScenario<SampleBank.Transfer>()
+            .given(.deposited(amount: 5), in: a)
+            .when(SampleBank.Transfer(from: a, to: b, amount: 20))
+            .thenNothingWritten()
+    }
+
+    @Test("opening an open account is refused")
+    func refusal() async throws {
+        try await CommandScenario<SampleBank.OpenAccount>()
+            .given(.opened(owner: "ann"), in: a)
+            .when(SampleBank.OpenAccount(account: a, owner: "bob", initialDeposit: 1))
+            .thenFails(with: SampleBank.Refusal("account \(a) is already open"))
+    }
+
+    @Test("the harness reports a wrong expectation")
+    func harnessDetectsMismatch() async throws {
+        let outcome = try await CommandScenario<SampleBank.Transfer>()
+            .given(.deposited(amount: 50), in: a)
+            .when(SampleBank.Transfer(from: a, to: b, amount: 20))
+        #expect(throws: ContractViolation.self) { try outcome.then(written: [(a, .withdrawn(amount: 21)), (b, .deposited(amount: 21))]) }
+        #expect(throws: ContractViolation.self) { try outcome.thenNothingWritten() }
+    }
+}
+
+@Suite("Errors and codec")
+struct ErrorTests {
+    @Test("descriptions name code, streams and versions but no underlying text")
+    func description() throws {
+        struct Secret: Error, CustomStringConvertible { var description: String { "password=hunter2" } }
+        let stream = try StreamID("account-1")
+        let error = EventStoreError(.versionConflict, "stale", conflicts: [StreamVersionConflict(streamID: stream, expected: 2, actual: 3)], underlying: Secret())
+        #expect(error.description.contains("versionConflict"))
+        #expect(error.description.contains("account-1 expected 2, actual 3"))
+        #expect(!error.description.contains("hunter2"))
+        #expect(error.isRetryable)
+        #expect(!EventStoreError(.payloadTooLarge, "big").isRetryable)
+        #expect(EventStoreError(.storeUnavailable, "down").isRetryable)
+    }
+
+    @Test("the codec skips foreign types and reports bad payloads of known types")
+    func codec() throws {
+        let codec = EventCodec()
+        let encoded = try codec.encode(SampleBank.Event.withdrawn(amount: 3))
+        #expect(encoded.eventType == "MoneyWithdrawn")
+        func stored(_ type: String, _ payload: Data) throws -> StoredEvent {
+            StoredEvent(id: EventID(), streamID: try StreamID("s"), streamVersion: 1, globalPosition: 9, eventType: type, payload: payload, metadata: EventMetadata(), recordedAt: Date())
+        }
+        #expect(try codec.decode(stored("MoneyWithdrawn", encoded.payload), as: SampleBank.Event.self) == .withdrawn(amount: 3))
+        #expect(try codec.decode(stored("Foreign", Data("x".utf8)), as: SampleBank.Event.self) == nil)
+        do {
+            _ = try codec.decode(stored("MoneyWithdrawn", Data("x".utf8)), as: SampleBank.Event.self)
+            Issue.record("a bad payload decoded")
+        } catch let error as EventStoreError {
+            #expect(error.code == .undecodableEvent)
+            #expect(error.globalPosition == 9)
+        }
+    }
+}

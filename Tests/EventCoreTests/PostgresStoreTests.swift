@@ -1,0 +1,155 @@
+import EventCore
+import EventCoreTestKit
+@testable import EventStorePostgres
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+@Suite("PostgreSQL store")
+struct PostgresStoreTests {
+    let a = SampleBank.account(1), b = SampleBank.account(2)
+
+    func event(_ amount: Int, to stream: StreamID, bytes: Int? = nil) throws -> NewEvent {
+        let encoded = try EventCodec().encode(SampleBank.Event.deposited(amount: amount))
+        return NewEvent(streamID: stream, eventType: encoded.eventType, payload: bytes.map { Data(repeating: 0x20, count: $0) } ?? encoded.payload)
+    }
+
+    /// A connection of its own, outside the store's pool.
+    func withDedicatedConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let parts = TestDatabase.parts
+        let connection = try await PostgresConnection.connect(
+            configuration: .init(host: parts.host, port: parts.port, username: parts.user, password: parts.password, database: parts.database, tls: .disable),
+            id: 1, logger: Logger(label: "tests.postgres.dedicated")
+        )
+        do {
+            let value = try await body(connection)
+            try await connection.close()
+            return value
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    @Test("schema names outside the accepted form are refused", arguments: ["", "Upper", "1abc", "a-b", "a;drop", String(repeating: "a", count: 64)])
+    func schemaNames(_ name: String) {
+        #expect(throws: EventStoreError.self) {
+            try PostgresEventStore(client: TestDatabase.client, configuration: .init(schema: name))
+        }
+    }
+
+    @Test("migrations are recorded and running them again changes nothing")
+    func migrations() async throws {
+        try await PostgresEventStore.withTestStore { store in
+            _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+            try await store.migrate()
+            async let again1: Void = store.migrate()
+            async let again2: Void = store.migrate()
+            _ = try await (again1, again2)
+            let rows = try await TestDatabase.client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \"\(store.configuration.schema)\".schema_migrations"))
+            var count: Int64 = 0
+            for try await value in rows.decode(Int64.self) { count = value }
+            #expect(count == Int64(store.schema.migrations.count))
+            #expect(try await store.read(stream: a).version(of: a) == 1)
+        }
+    }
+
+    @Test("the payload limit is configurable and its error is clear")
+    func payloadLimit() async throws {
+        try await PostgresEventStore.withTestStore(maximumPayloadBytes: 2048) { store in
+            _ = try await store.append(AppendRequest(events: [try event(1, to: a, bytes: 2048)]))
+            do {
+                _ = try await store.append(AppendRequest(events: [try event(1, to: b), try event(1, to: a, bytes: 4096)]))
+                Issue.record("an oversized payload was stored")
+            } catch let error as EventStoreError {
+                #expect(error.code == .payloadTooLarge)
+                #expect(error.message.contains("4096 bytes"))
+                #expect(error.message.contains("limit is 2048"))
+            }
+            #expect(try await store.read([a, b]).versions == [a: 1, b: 0])
+        }
+    }
+
+    @Test("a commit that comes late holds tailing readers back instead of being skipped")
+    func lateCommitIsNeverSkipped() async throws {
+        try await PostgresEventStore.withTestStore { store in
+            let early = try await store.append(AppendRequest(events: [try event(1, to: b)]))
+            try await withDedicatedConnection { connection in
+                try await connection.query("BEGIN", logger: Logger(label: "tests"))
+                // An append that takes its position now and commits only later.
+                let late = AppendRequest(events: [try event(2, to: a)])
+                try await connection.query(store.appendStatement(late, recordedAt: RecordedTime.microseconds(Date())), logger: Logger(label: "tests"))
+                let after = try await store.append(AppendRequest(events: [try event(3, to: b)]))
+                let whileOpen = try await store.readAll(after: 0, limit: 100)
+                #expect(whileOpen.map(\.globalPosition) == early.globalPositions, "nothing at or after the open append is returned")
+                #expect(!whileOpen.contains { $0.globalPosition == after.globalPositions[0] })
+                try await connection.query("COMMIT", logger: Logger(label: "tests"))
+                let all = try await store.readAll(after: early.globalPositions[0], limit: 100)
+                #expect(all.map(\.streamID) == [a, b])
+                #expect(all.last?.globalPosition == after.globalPositions[0])
+            }
+        }
+    }
+
+    @Test("a connection terminated mid-append fails cleanly, writes nothing, and the next append succeeds")
+    func terminatedMidAppend() async throws {
+        try await PostgresEventStore.withTestStore { store in
+            _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+            let schema = store.configuration.schema
+            try await withDedicatedConnection { blocker in
+                // Hold the stream row so the append stops inside its transaction, after taking its positions.
+                try await blocker.query("BEGIN", logger: Logger(label: "tests"))
+                try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = 'account-1' FOR UPDATE"), logger: Logger(label: "tests"))
+                let append = Task {
+                    try await store.append(AppendRequest(events: [try event(2, to: b), try event(3, to: a)], expectations: [a: .exact(1)]))
+                }
+                var victim: Int32?
+                for _ in 0..<500 where victim == nil {
+                    let rows = try await TestDatabase.client.query("""
+                        SELECT pid FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events%")
+                        """)
+                    for try await pid in rows.decode(Int32.self) { victim = pid }
+                    if victim == nil { try await Task.sleep(for: .milliseconds(10)) }
+                }
+                let pid = try #require(victim, "the append never reached the lock")
+                try await TestDatabase.client.query("SELECT pg_terminate_backend(\(pid))")
+                do {
+                    let result = try await append.value
+                    Issue.record("the append succeeded on a terminated connection: \(result)")
+                } catch let error as EventStoreError {
+                    #expect(error.code == .storeUnavailable)
+                    #expect(error.isRetryable)
+                    #expect(!error.description.contains("fleet:fleet"))
+                }
+                try await blocker.query("ROLLBACK", logger: Logger(label: "tests"))
+            }
+            #expect(try await store.read([a, b]).versions == [a: 1, b: 0], "nothing half-written")
+            let next = try await store.append(AppendRequest(events: [try event(4, to: b), try event(5, to: a)], expectations: [a: .exact(1)]))
+            #expect(next.outcome == .committed)
+            #expect(next.streamVersions == [a: 2, b: 1])
+            let all = try await store.readAll(after: 0, limit: 10)
+            #expect(all.count == 3, "tailing readers are not held back by the terminated append")
+        }
+    }
+
+    @Test("a corrupted row is reported with its position, not dropped")
+    func corruptedRow() async throws {
+        try await PostgresEventStore.withTestStore { store in
+            _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+            let schema = store.configuration.schema
+            try await TestDatabase.client.query(PostgresQuery(unsafeSQL: """
+                INSERT INTO "\(schema)".events (global_position, event_id, stream_id, stream_version, event_type, payload, recorded_at_us)
+                VALUES (nextval('"\(schema)".global_positions'), gen_random_uuid(), E'bad\\nstream', 1, 'T', '\\x00', 0)
+                """))
+            do {
+                _ = try await store.readAll(after: 0, limit: 10)
+                Issue.record("the corrupted row was not reported")
+            } catch let error as EventStoreError {
+                #expect(error.code == .corruptedRecord)
+                #expect(error.globalPosition == 2)
+            }
+        }
+    }
+}
