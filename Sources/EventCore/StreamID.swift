@@ -20,6 +20,11 @@ public struct StreamID: Sendable, Hashable, Comparable, Codable, CustomStringCon
     /// Returns why `candidate` is not a valid stream id, or `nil` if it is one.
     public static func problem(with candidate: String) -> String? {
         if candidate.isEmpty { return "it is empty" }
+        let utf8 = candidate.utf8
+        if utf8.count <= maximumLength && utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
+            // Printable ASCII, the usual case: one character per byte and no control character.
+            return nil
+        }
         if candidate.count > maximumLength { return "it has \(candidate.count) characters, at most \(maximumLength) are allowed" }
         if candidate.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             return "it contains a control character"

@@ -192,6 +192,17 @@ public final class PostgresEventStore: EventStore {
     }
 
     static func decode(_ row: PostgresRow) throws(EventStoreError) -> StoredEvent {
+        // The common case in one pass over the row; the slower path below names what is wrong.
+        if let (position, uuid, streamText, version, type, payload, correlation, causation, source, traceparent, recordedAt) = try? row.decode(
+            (Int64, UUID, String, Int64, String, ByteBuffer, String?, String?, String?, String?, Int64).self
+        ), version >= 1, !type.isEmpty, let stream = try? StreamID(streamText) {
+            return StoredEvent(
+                id: EventID(uuid: uuid), streamID: stream, streamVersion: Int(version), globalPosition: Int(position),
+                eventType: type, payload: Data(payload.readableBytesView),
+                metadata: EventMetadata(correlationID: correlation, causationID: causation, sourceMessageID: source, traceparent: traceparent),
+                recordedAt: RecordedTime.date(microseconds: recordedAt)
+            )
+        }
         let cells = PostgresRandomAccessRow(row)
         let position = try? cells[0].decode(Int64.self)
         func corrupted(_ what: String) -> EventStoreError {

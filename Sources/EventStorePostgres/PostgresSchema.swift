@@ -85,6 +85,7 @@ struct PostgresSchema {
                 v_record record;
                 v_last int8;
                 v_called bool;
+                v_found int8;
             BEGIN
                 IF p_key <> '' THEN
                     SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
@@ -102,7 +103,8 @@ struct PostgresSchema {
                         SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
                         v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
                         PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
-                        PERFORM setval('\(quoted).global_positions', v_first + v_count - 1, true);
+                        -- Under the lock nobody else advances the sequence, so these are v_first, v_first + 1, ...
+                        PERFORM nextval('\(quoted).global_positions') FROM generate_series(1, v_count);
                     EXCEPTION WHEN OTHERS THEN
                         PERFORM pg_advisory_unlock(\(positionLockKey));
                         RAISE;
@@ -111,10 +113,17 @@ struct PostgresSchema {
                 END IF;
 
                 -- Lock every stream of the request in id order (one order for everyone, so appends do not
-                -- deadlock), creating rows for new streams, then read the versions they hold under the lock.
-                INSERT INTO \(quoted).streams AS s (stream_id, version)
-                    SELECT t.id, 0 FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord) ORDER BY t.ord
-                    ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                -- deadlock) and read the versions they hold under the lock. Streams seen for the first time get
+                -- a row first; creating them out of order can deadlock, which the server detects and the store
+                -- reports as a retryable conflict.
+                SELECT count(*) INTO v_found FROM (
+                    SELECT 1 FROM \(quoted).streams s WHERE s.stream_id = ANY(p_streams) ORDER BY s.stream_id FOR UPDATE
+                ) locked;
+                IF v_found < cardinality(p_streams) THEN
+                    INSERT INTO \(quoted).streams AS s (stream_id, version)
+                        SELECT t.id, 0 FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord) ORDER BY t.ord
+                        ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                END IF;
                 SELECT coalesce(array_agg(coalesce(s.version, 0) ORDER BY t.ord), '{}') INTO v_actual
                     FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord)
                     LEFT JOIN \(quoted).streams s ON s.stream_id = t.id;
