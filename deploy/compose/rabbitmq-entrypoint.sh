@@ -24,10 +24,11 @@ definitions = {
     "permissions": [
         {"user": "fleet-admin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
         {"user": "fleet-worker", "vhost": "/", "configure": fleet_names, "write": fleet_names, "read": fleet_names},
+        # The simulator publishes domain events and watches process events through a server-named queue.
         {"user": "fleet-simulator", "vhost": "/",
-         "configure": r"^(domain\.events|legacy\.payments|process\.events|simulator\..*)$",
-         "write": r"^(domain\.events|legacy\.payments|simulator\..*)$",
-         "read": r"^(process\.events|simulator\..*)$"},
+         "configure": r"^amq\.gen-.*$",
+         "write": r"^(domain\.events|legacy\.payments|amq\.gen-.*)$",
+         "read": r"^(process\.events|amq\.gen-.*)$"},
     ],
 }
 with open(sys.argv[1], "w") as out:
