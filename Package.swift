@@ -21,7 +21,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         // The C boundary: librabbitmq through pkg-config, and a shim for what Swift cannot call.
@@ -51,6 +54,7 @@ let package = Package(
             dependencies: [
                 "EventCore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -62,7 +66,7 @@ let package = Package(
         .target(
             name: "Fleet",
             dependencies: [
-                "AMQP", "EventCore",
+                "AMQP", "EventCore", "Processes",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -81,11 +85,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "FleetSimulation",
+            dependencies: [
+                "Fleet", "AMQP", "OrderFulfillment", "EventCore", "EventStoreSQLite", "EventStorePostgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+        ),
         .executableTarget(
             name: "FleetCLI",
             dependencies: [
-                "Fleet", "AMQP",
+                "Fleet", "AMQP", "FleetSimulation", "EventCore", "Processes", "OrderFulfillment", "EventStoreSQLite", "EventStorePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -114,7 +130,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP", "FleetTestSupport"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP", "FleetTestSupport", "FleetSimulation", "OrderFulfillment"]),
+        // The deployment artifacts (Dockerfile, compose, Kubernetes, Prometheus, Grafana) checked against the worker.
+        .testTarget(name: "DeployTests", dependencies: ["Fleet", .product(name: "Yams", package: "Yams")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,6 +3,7 @@ import ArgumentParser
 import Fleet
 import Foundation
 import Logging
+import FleetSimulation
 
 /// `fleet demo`: a small fleet on the embedded store, driven by the simulated services.
 struct DemoCommand: AsyncParsableCommand {

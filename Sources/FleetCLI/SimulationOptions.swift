@@ -16,6 +16,7 @@ struct SimulationOptions: ParsableArguments {
     @Option(help: "Slowest service reply, in milliseconds.") var maximumReplyDelay: Int = 50
     @Option(help: "Seed of every random choice.") var seed: UInt64 = 42
     @Option(help: "Seconds to wait for every process to end.") var timeout: Int = 300
+    @Option(help: "Orders and trips opened per second (0 = all at once).") var openingsPerSecond: Int = 0
 
     var settings: SimulationSettings {
         var settings = SimulationSettings()
@@ -31,6 +32,7 @@ struct SimulationOptions: ParsableArguments {
         settings.poisonMessages = poisonMessages
         settings.maximumReplyDelayMilliseconds = maximumReplyDelay
         settings.seed = seed
+        settings.openingsPerSecond = openingsPerSecond
         return settings
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Fleet
 import Foundation
 import Logging
+import FleetSimulation
 
 /// `fleet simulator`: the example domain's external services against a running fleet.
 struct SimulatorCommand: AsyncParsableCommand {

@@ -5,6 +5,7 @@ import EventCore
 import Fleet
 import Foundation
 import Logging
+import FleetSimulation
 import OrderFulfillment
 import Processes
 import Prometheus

@@ -6,20 +6,32 @@ import OrderFulfillment
 
 /// Runs the simulated external services against a live fleet: sends what the simulator says, feeds it the
 /// process events the fleet publishes, and measures how long each process took.
-actor SimulationDriver {
-    struct Report: Sendable {
-        var expected: [ExpectedOutcome: Int]
-        var observed: [ExpectedOutcome: Int]
-        var mismatches: [String: (expected: ExpectedOutcome, observed: ExpectedOutcome?)]
-        var elapsed: Duration
-        var latencies: [Double]
-        var processEventsReceived: Int
-        var distinctProcessEvents: Int
-        var messagesSent: Int
-        var finished: Bool
-        var poisonMessages: Int
+public actor SimulationDriver {
+    /// What a simulation run saw.
+    public struct Report: Sendable {
+        /// Processes expected to end each way.
+        public var expected: [ExpectedOutcome: Int]
+        /// Processes seen ending each way.
+        public var observed: [ExpectedOutcome: Int]
+        /// Processes that did not end as expected, by business id.
+        public var mismatches: [String: (expected: ExpectedOutcome, observed: ExpectedOutcome?)]
+        /// How long the run took.
+        public var elapsed: Duration
+        /// Seconds from each process's first message to its end, sorted.
+        public var latencies: [Double]
+        /// Process events received, duplicates included.
+        public var processEventsReceived: Int
+        /// Distinct process events (by message id) received, by the kind of stream they are stored in.
+        public var distinctProcessEvents: [String: Int]
+        /// Messages the services sent.
+        public var messagesSent: Int
+        /// Whether every process ended before the timeout.
+        public var finished: Bool
+        /// Unprocessable messages sent on purpose.
+        public var poisonMessages: Int
 
-        var processes: Int { expected.values.reduce(0, +) }
+        /// How many processes the run started.
+        public var processes: Int { expected.values.reduce(0, +) }
     }
 
     private var simulator: ServiceSimulator
@@ -29,6 +41,7 @@ actor SimulationDriver {
     private var started: [String: ContinuousClock.Instant] = [:]
     private var latencies: [Double] = []
     private var seenMessageIDs = Set<String>()
+    private var distinctByKind: [String: Int] = [:]
     private var received = 0
     private var sent = 0
     private var failures: [String] = []
@@ -41,7 +54,7 @@ actor SimulationDriver {
     }
 
     /// Runs the whole simulation; `progress` is called about twice a second with (ended, total).
-    static func run(settings: SimulationSettings, topology: Topology, amqpURL: String, timeout: Duration, logger: Logger,
+    public static func run(settings: SimulationSettings, topology: Topology, amqpURL: String, timeout: Duration, logger: Logger,
                     progress: @escaping @Sendable (Int, Int) -> Void) async throws -> Report {
         var configuration = try AMQPConfiguration(url: amqpURL)
         configuration.connectionName = "simulator publish"
@@ -72,7 +85,8 @@ actor SimulationDriver {
             try await driver.sendCapacity()
             let stocked = await driver.waitForCapacity(until: clock.now + .seconds(60))
             if !stocked { logger.warning("simulator: capacity announcements not all seen; trips may be compensated") }
-            try await driver.sendOpening()
+            let opening = await driver.prepareOpening()
+            group.addTask { try await driver.sendOpening(opening) }
             var finished = false
             while clock.now < start + timeout {
                 let (ended, total, done) = await driver.status()
@@ -105,13 +119,34 @@ actor SimulationDriver {
         try await send(simulator.capacityAnnouncements())
     }
 
-    private func sendOpening() async throws {
-        let messages = simulator.openingMessages()
+    /// The opening messages, with every process's expected end recorded.
+    private func prepareOpening() -> [SimulatedMessage] {
+        simulator.openingMessages()
+    }
+
+    private func sendOpening(_ messages: [SimulatedMessage]) async throws {
         let now = ContinuousClock.now
         for message in messages {
             if let id = message.correlationID, simulator.expected[id] != nil, started[id] == nil { started[id] = now }
         }
-        try await send(messages)
+        let rate = simulator.settings.openingsPerSecond
+        guard rate > 0 else {
+            try await send(messages)
+            return
+        }
+        // Ten batches a second at the requested rate.
+        let batch = max(1, rate / 10)
+        var index = 0
+        while index < messages.count {
+            let slice = Array(messages[index..<min(index + batch, messages.count)])
+            let now = ContinuousClock.now
+            for message in slice {
+                if let id = message.correlationID, simulator.expected[id] != nil { started[id] = now }
+            }
+            try await send(slice)
+            index += batch
+            try await Task.sleep(until: now + .milliseconds(1000 * batch / rate))
+        }
     }
 
     private func observe(_ delivery: AMQPDelivery) async {
@@ -120,6 +155,7 @@ actor SimulationDriver {
         guard let type = properties.type, let messageID = properties.messageID,
               let stream = properties.headers?[Envelope.Header.streamID]?.stringValue else { return }
         guard seenMessageIDs.insert(messageID).inserted else { return }
+        distinctByKind[Self.kind(of: stream), default: 0] += 1
         let before = simulator.observed.count
         let replies = simulator.observe(eventType: type, streamID: stream, payload: delivery.body)
         if simulator.observed.count > before, let id = businessID(stream: stream), let start = started[id] {
@@ -138,6 +174,14 @@ actor SimulationDriver {
                 }
             }
         }
+    }
+
+    /// The kind of stream: its id without the business id (`order-fulfillment`, `travel-booking`, `hotel`, ...).
+    public static func kind(of stream: String) -> String {
+        for prefix in ["order-fulfillment", "travel-booking", "hotel", "flight", "car"] where stream.hasPrefix(prefix + "-") {
+            return prefix
+        }
+        return "other"
     }
 
     private func businessID(stream: String) -> String? {
@@ -187,21 +231,21 @@ actor SimulationDriver {
         var expected: [ExpectedOutcome: Int] = [:]
         for outcome in simulator.expected.values { expected[outcome, default: 0] += 1 }
         return Report(expected: expected, observed: simulator.observedCounts, mismatches: simulator.mismatches, elapsed: elapsed,
-                      latencies: latencies.sorted(), processEventsReceived: received, distinctProcessEvents: seenMessageIDs.count,
+                      latencies: latencies.sorted(), processEventsReceived: received, distinctProcessEvents: distinctByKind,
                       messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages)
     }
 }
 
 extension SimulationDriver.Report {
     /// The value at `fraction` of the sorted latencies, in milliseconds.
-    func percentile(_ fraction: Double) -> Double {
+    public func percentile(_ fraction: Double) -> Double {
         guard !latencies.isEmpty else { return 0 }
         let index = min(latencies.count - 1, Int((Double(latencies.count) * fraction).rounded(.up)) - 1)
         return latencies[max(0, index)] * 1000
     }
 
     /// A human-readable summary.
-    var summary: String {
+    public var summary: String {
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         var lines: [String] = []
         lines.append("processes: \(processes) (\(observed.values.reduce(0, +)) ended) in \(String(format: "%.1f", seconds)) s: \(String(format: "%.1f", Double(processes) / max(seconds, 0.001))) processes/s")
@@ -210,7 +254,7 @@ extension SimulationDriver.Report {
         }
         lines.append(String(format: "latency from first message to end: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms",
                             percentile(0.5), percentile(0.9), percentile(0.99), (latencies.last ?? 0) * 1000))
-        lines.append("messages sent by the services: \(messagesSent); process events received: \(processEventsReceived) (\(distinctProcessEvents) distinct)")
+        lines.append("messages sent by the services: \(messagesSent); process events received: \(processEventsReceived) (\(distinctProcessEvents.values.reduce(0, +)) distinct)")
         if mismatches.isEmpty {
             lines.append("every process ended as expected")
         } else {

@@ -6,21 +6,27 @@ import Logging
 import PostgresNIO
 
 /// An open event store and how to close it.
-struct StoreConnection: Sendable {
-    let store: any EventStore
-    let description: String
+public struct StoreConnection: Sendable {
+    /// The store.
+    public let store: any EventStore
+    /// What it is, for logs (no credentials).
+    public let description: String
     private let closer: @Sendable () async -> Void
 
-    /// Opens the store a worker configuration names: a `postgres://` URL, or a SQLite file path (optionally
-    /// written `sqlite://PATH`).
-    static func open(_ url: String, maximumPayloadBytes: Int, logger: Logger) async throws -> StoreConnection {
+    /// Opens the store a worker configuration names: a `postgres://` URL (with an optional `schema=NAME`
+    /// query parameter, `eventcore` by default), or a SQLite file path (optionally written `sqlite://PATH`).
+    public static func open(_ url: String, maximumPayloadBytes: Int, logger: Logger) async throws -> StoreConnection {
         if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            let configuration = try PostgresURL.clientConfiguration(url)
+            var components = URLComponents(string: url)
+            let schema = components?.queryItems?.first { $0.name == "schema" }?.value ?? "eventcore"
+            let remaining = components?.queryItems?.filter { $0.name != "schema" } ?? []
+            components?.queryItems = remaining.isEmpty ? nil : remaining
+            let configuration = try PostgresURL.clientConfiguration(components?.string ?? url)
             let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
             let running = Task { await client.run() }
             do {
                 let store = try await PostgresEventStore.start(
-                    client: client, configuration: .init(maximumPayloadBytes: maximumPayloadBytes), logger: logger)
+                    client: client, configuration: .init(schema: schema, maximumPayloadBytes: maximumPayloadBytes), logger: logger)
                 return StoreConnection(store: store, description: "PostgreSQL at \(configuration.host ?? "?")") {
                     running.cancel()
                 }
@@ -42,5 +48,6 @@ struct StoreConnection: Sendable {
         self.closer = closer
     }
 
-    func close() async { await closer() }
+    /// Closes the store.
+    public func close() async { await closer() }
 }

@@ -155,8 +155,25 @@ public struct SagaMessageHandler<Definition: SagaDefinition>: MessageHandler {
             throw EnvelopeError(.invalidPayload, error.description)
         }
         let existing = try await runner.runtime.executor.store.read(stream: sagaID)
-        let report = existing.events.isEmpty ? try await runner.run(definition) : try await runner.resume(Definition.self, businessID: definition.businessID)
+        let report = try await runner.run(definition)
+        switch report.phase {
+        case .completed, .compensated, .needsAttention:
+            break
+        case .notStarted, .running, .compensating:
+            // A step could not finish now (a hot resource kept conflicting): the message comes back later and
+            // the saga resumes where it stopped.
+            throw SagaNotFinished(sagaID: report.sagaID, phase: "\(report.phase)")
+        }
         let events = try await runner.runtime.executor.store.read(stream: report.sagaID).events
         return HandlerOutcome(effect: existing.events.isEmpty ? .committed : .duplicate, publications: events.map(Publication.init(stored:)))
     }
+}
+
+/// A saga that stopped before its end; the worker retries the request later.
+public struct SagaNotFinished: Error, Sendable, CustomStringConvertible {
+    /// The saga stream.
+    public var sagaID: StreamID
+    /// Where it stopped.
+    public var phase: String
+    public var description: String { "saga \(sagaID) stopped while \(phase); it resumes when the request comes back" }
 }

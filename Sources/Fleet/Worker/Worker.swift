@@ -180,6 +180,7 @@ public final class Worker: Sendable {
             return
         }
 
+        if queue == topology.fleet.timeoutsQueue { metrics.timeoutArrived() }
         let handler = handlers[route.handler]!
         let started = ContinuousClock.now
         do {
@@ -209,6 +210,10 @@ public final class Worker: Sendable {
         guard !messages.isEmpty else { return }
         for result in await publisher.publish(contentsOf: messages) { try result.get() }
         metrics.published(messages.count)
+        metrics.timeoutsScheduled(outcome.delayed.filter { $0.destination == nil }.count)
+        if outcome.effect == .committed, let committedAt = outcome.publications.compactMap(\.envelope.timestamp).max() {
+            metrics.outboxLag(seconds: now().timeIntervalSince(committedAt))
+        }
     }
 
     private func publishDelayed(_ delayed: [DelayedMessage], publisher: AMQPPublisher) async throws(AMQPError) {

@@ -6,7 +6,9 @@ import Foundation
 /// Names: `fleet_messages_consumed_total`, `fleet_messages_acked_total`, `fleet_messages_dead_lettered_total`
 /// (dimension `reason`), `fleet_messages_retried_total`, `fleet_messages_redelayed_total`,
 /// `fleet_handler_duration_seconds`, `fleet_conflicts_retried_total`, `fleet_publications_total`,
-/// `fleet_in_flight_messages`; all with the dimension `queue` where a queue applies.
+/// `fleet_in_flight_messages`, `fleet_outbox_lag_seconds` (from a commit to the confirm of its last
+/// publication), `fleet_timeouts_scheduled_total` and `fleet_timeouts_arrived_total` (their difference is the
+/// number of timeouts pending on the broker); with the dimension `queue` where a queue applies.
 public struct WorkerMetrics: Sendable {
     let factory: any MetricsFactory
 
@@ -48,6 +50,19 @@ public struct WorkerMetrics: Sendable {
     func published(_ count: Int) {
         guard count > 0 else { return }
         Counter(label: "fleet_publications_total", factory: factory).increment(by: count)
+    }
+
+    func outboxLag(seconds: Double) {
+        Timer(label: "fleet_outbox_lag_seconds", factory: factory).recordNanoseconds(Int64(max(0, seconds) * 1e9))
+    }
+
+    func timeoutsScheduled(_ count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "fleet_timeouts_scheduled_total", factory: factory).increment(by: count)
+    }
+
+    func timeoutArrived() {
+        Counter(label: "fleet_timeouts_arrived_total", factory: factory).increment()
     }
 
     func inFlight(_ value: Int) {

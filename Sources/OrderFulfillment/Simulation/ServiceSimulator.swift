@@ -29,6 +29,8 @@ public struct SimulationSettings: Sendable, Hashable, Codable {
     public var maximumReplyDelayMilliseconds: Int = 50
     /// Seed of every random choice, so a run can be repeated.
     public var seed: UInt64 = 42
+    /// How fast orders and trips are opened, per second; 0 opens them all at once.
+    public var openingsPerSecond: Int = 0
 
     /// The defaults: a couple of hundred orders and some trips, with a few of every failure.
     public init() {}
@@ -105,7 +107,10 @@ public struct ServiceSimulator: Sendable {
     public mutating func capacityAnnouncements() -> [SimulatedMessage] {
         var messages: [SimulatedMessage] = []
         let units = max(1, settings.trips) * 2
-        for (kind, id) in [("hotel", "grand"), ("flight", "fl-100"), ("car", "compact")] {
+        let resources = (0..<Self.resourcesPerKind).flatMap { index in
+            [("hotel", Self.hotel(index)), ("flight", Self.flight(index)), ("car", Self.car(index))]
+        }
+        for (kind, id) in resources {
             let body = Self.json(["resource_kind": kind, "resource_id": id, "units": units])
             let messageID = "capacity-\(kind)-\(id)-\(settings.seed)"
             capacityPending.insert("\(kind)-\(id)")
@@ -129,11 +134,15 @@ public struct ServiceSimulator: Sendable {
         for index in 0..<settings.trips {
             let tripID = "trip-\(settings.seed)-\(index)"
             let draw = random.unit()
-            let flight = draw < settings.soldOutFlightRate ? "fl-sold-out" : "fl-100"
-            let car = draw >= settings.soldOutFlightRate && draw < settings.soldOutFlightRate + settings.soldOutCarRate ? "car-sold-out" : "compact"
-            expected[tripID] = flight == "fl-100" && car == "compact" ? .completed : .compensated
+            // Trips spread over a few hotels, flights and cars, as real ones do (one resource for all would be
+            // a hot stream where every booking conflicts with the others).
+            let soldOutFlight = draw < settings.soldOutFlightRate
+            let soldOutCar = !soldOutFlight && draw < settings.soldOutFlightRate + settings.soldOutCarRate
+            let flight = soldOutFlight ? "fl-sold-out" : Self.flight(index)
+            let car = soldOutCar ? "car-sold-out" : Self.car(index)
+            expected[tripID] = soldOutFlight || soldOutCar ? .compensated : .completed
             let saga = TravelBookingSaga(
-                tripID: tripID, hotel: .init(resourceID: "grand", bookingID: "\(tripID)-hotel"),
+                tripID: tripID, hotel: .init(resourceID: Self.hotel(index), bookingID: "\(tripID)-hotel"),
                 flight: .init(resourceID: flight, bookingID: "\(tripID)-flight"), car: .init(resourceID: car, bookingID: "\(tripID)-car"))
             let body = (try? JSONEncoder().encode(saga)) ?? Data()
             messages.append(SimulatedMessage(bus: .domain, routingKey: "booking.requested", eventType: TravelCapacityRequest.tripRequested,
@@ -246,6 +255,11 @@ public struct ServiceSimulator: Sendable {
     }
 
     // MARK: - Helpers
+
+    private static let resourcesPerKind = 4
+    private static func hotel(_ index: Int) -> String { "hotel-\(index % resourcesPerKind)" }
+    private static func flight(_ index: Int) -> String { "fl-\(100 + index % resourcesPerKind)" }
+    private static func car(_ index: Int) -> String { "car-\(index % resourcesPerKind)" }
 
     private mutating func planOrder() -> OrderPlan {
         let draw = random.unit()

@@ -1,0 +1,200 @@
+import AMQP
+import EventCore
+import Fleet
+import FleetSimulation
+import FleetTestSupport
+import Foundation
+import Logging
+import OrderFulfillment
+import Synchronization
+import Testing
+
+/// The whole fleet: `fleet worker` processes on a real broker and a real store, driven by the simulated
+/// services. Each test has a virtual host of its own, so it sees only its own messages.
+@Suite("The worker fleet end to end", .timeLimit(.minutes(10)))
+struct FleetEndToEndTests {
+    /// `fleet worker` processes of one test.
+    final class Fleet: Sendable {
+        let vhost: String
+        let storeURL: String
+        let amqpURL: String
+        private let workers = Mutex<[Process]>([])
+        private let started = Mutex(0)
+
+        init(storeURL: String) throws {
+            vhost = TestBroker.uniqueName("fleet")
+            try TestBroker.sharedControl("add_vhost", vhost)
+            try TestBroker.sharedControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            amqpURL = "amqp://guest:guest@127.0.0.1:5672/\(vhost)"
+            self.storeURL = storeURL
+        }
+
+        static var executable: URL {
+            let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fleet")
+            if FileManager.default.isExecutableFile(atPath: besideTests.path) { return besideTests }
+            return TestBroker.repositoryRoot.appendingPathComponent(".build/debug/fleet")
+        }
+
+        /// Starts one more worker.
+        @discardableResult
+        func startWorker() throws -> Process {
+            let index = started.withLock { count in
+                count += 1
+                return count
+            }
+            let process = Process()
+            process.executableURL = Self.executable
+            process.arguments = [
+                "worker", "--http-port", "0", "--worker-id", "\(vhost)-worker-\(index)",
+                "--order-step-timeout", "60", "--order-retries", "2", "--order-retry-delay", "1", "--order-deadline", "600",
+            ]
+            var environment = ProcessInfo.processInfo.environment
+            environment["FLEET_AMQP_URL"] = amqpURL
+            environment["FLEET_STORE_URL"] = storeURL
+            environment["FLEET_TOPOLOGY"] = TestBroker.repositoryRoot.appendingPathComponent("topology.json").path
+            environment["FLEET_LOG_LEVEL"] = "warning"
+            environment["FLEET_CONCURRENCY"] = "16"
+            process.environment = environment
+            let log = FileManager.default.temporaryDirectory.appendingPathComponent("\(vhost)-worker-\(index).log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            let handle = try FileHandle(forWritingTo: log)
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            workers.withLock { $0.append(process) }
+            return process
+        }
+
+        /// Waits until `count` workers consume every routed queue.
+        func waitUntilConsuming(_ count: Int, topology: Topology, connection: AMQPConnection) async throws {
+            let ready = try await TestBroker.eventually(90) {
+                for route in topology.fleet.routes {
+                    guard let state = try? await connection.declare(QueueDeclaration(name: route.queue), passive: true),
+                          state.consumerCount >= UInt32(count) else { return false }
+                }
+                return true
+            }
+            try #require(ready, "workers did not start consuming; logs in \(FileManager.default.temporaryDirectory.path)/\(vhost)-worker-*.log")
+        }
+
+        func kill(_ process: Process) {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+
+        func stop() {
+            let processes = workers.withLock { $0 }
+            for process in processes where process.isRunning { process.terminate() }
+            for process in processes { process.waitUntilExit() }
+            _ = try? TestBroker.sharedControl("delete_vhost", vhost)
+        }
+    }
+
+    static func settings(orders: Int, trips: Int, seed: UInt64) -> SimulationSettings {
+        var settings = SimulationSettings()
+        settings.orders = orders
+        settings.trips = trips
+        settings.seed = seed
+        settings.poisonMessages = 6
+        // Opened at a pace the fleet keeps up with on a shared 2-core machine, so that no reply waits behind a
+        // backlog longer than the step timeout (which would fail processes the simulator expects to complete).
+        settings.openingsPerSecond = 40
+        return settings
+    }
+
+    /// Runs the simulation and checks everything the fleet promises.
+    static func runAndCheck(fleet: Fleet, settings: SimulationSettings, workers: Int, killOneMidway: Bool) async throws {
+        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+        let admin = try await AMQPConnection.connect(url: fleet.amqpURL)
+        var started: [Process] = []
+        for _ in 0..<workers { started.append(try fleet.startWorker()) }
+        let first = started[0]
+        try await fleet.waitUntilConsuming(workers, topology: topology, connection: admin)
+
+        let killed = Mutex(false)
+        let report = try await SimulationDriver.run(settings: settings, topology: topology, amqpURL: fleet.amqpURL, timeout: .seconds(400),
+                                                    logger: Logger(label: "test.simulator")) { ended, total in
+            // A third of the way through, a worker dies without warning and another takes its place.
+            guard killOneMidway, ended * 3 >= total, !killed.withLock({ $0 }) else { return }
+            killed.withLock { $0 = true }
+            fleet.kill(first)
+            _ = try? fleet.startWorker()
+        }
+        #expect(report.finished, "not every process ended: \(report.summary)")
+        #expect(report.mismatches.count == 0, "\(report.summary)")
+        if killOneMidway { #expect(killed.withLock { $0 }) }
+
+        // Nothing left in any queue but the dead letters sent on purpose (timeouts of ended processes still
+        // travel the delay levels for a while, then are ignored).
+        let drained = try await TestBroker.eventually(120) {
+            for queue in topology.queues where queue.queueType != "stream" && queue.name != topology.fleet.deadLetterQueue {
+                let state = try await admin.declare(QueueDeclaration(name: queue.name), passive: true)
+                if state.messageCount > 0 { return false }
+            }
+            return true
+        }
+        #expect(drained, "messages were left in the fleet's queues")
+        let deadLetters = try await admin.declare(QueueDeclaration(name: topology.fleet.deadLetterQueue), passive: true).messageCount
+        #expect(deadLetters == UInt32(settings.poisonMessages))
+        let reasons = try await deadLetterReasons(admin, queue: topology.fleet.deadLetterQueue, count: Int(deadLetters))
+        #expect(Set(reasons).isSubset(of: ["malformed-body", "unknown-type", "invalid-payload"]), "\(reasons)")
+        await admin.close()
+        fleet.stop()
+
+        // The store: one effect per fact, and every process event the simulator saw is stored.
+        let store = try await StoreConnection.open(fleet.storeURL, maximumPayloadBytes: 1 << 20, logger: Logger(label: "test.store"))
+        var events: [StoredEvent] = []
+        var position = 0
+        while true {
+            let page = try await store.store.readAll(after: position, limit: 5000)
+            guard let last = page.last else { break }
+            events += page
+            position = last.globalPosition
+        }
+        await store.close()
+        var storedByKind: [String: Int] = [:]
+        var facts: [String: Int] = [:]
+        for event in events {
+            storedByKind[SimulationDriver.kind(of: event.streamID.description), default: 0] += 1
+            if ["OrderPaymentRecorded", "OrderInventoryRecorded", "OrderShippingInfoUpdated", "OrderDeliveryRecorded", "ProcessStarted",
+                "ProcessCompleted", "ProcessFailed"].contains(event.eventType) {
+                facts["\(event.streamID) \(event.eventType)", default: 0] += 1
+            }
+        }
+        let repeated = facts.filter { $0.value > 1 }
+        #expect(repeated.isEmpty, "effects written twice: \(repeated.prefix(5))")
+        for kind in ["order-fulfillment", "travel-booking"] {
+            #expect(report.distinctProcessEvents[kind] == storedByKind[kind], "\(kind): published \(report.distinctProcessEvents[kind] ?? 0), stored \(storedByKind[kind] ?? 0)")
+        }
+    }
+
+    static func deadLetterReasons(_ connection: AMQPConnection, queue: String, count: Int) async throws -> [String] {
+        var reasons: [String] = []
+        var deliveries: [AMQPDelivery] = []
+        for _ in 0..<count {
+            guard let delivery = try await connection.get(queue: queue) else { break }
+            reasons.append(delivery.properties.headers?[Envelope.Header.error]?.stringValue ?? "none")
+            deliveries.append(delivery)
+        }
+        for delivery in deliveries { try delivery.nack(requeue: true) }
+        return reasons
+    }
+
+    @Test func threeWorkersOnPostgreSQLWithOneKilledMidway() async throws {
+        let schema = "e2e_\(UUID().uuidString.prefix(8).lowercased())"
+        let url = (ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet") + "?schema=\(schema)"
+        let fleet = try Fleet(storeURL: url)
+        defer { fleet.stop() }
+        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 7), workers: 3, killOneMidway: true)
+    }
+
+    @Test func oneWorkerOnTheEmbeddedSQLiteStore() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-e2e-\(UUID().uuidString).sqlite").path
+        let fleet = try Fleet(storeURL: path)
+        defer {
+            fleet.stop()
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
+        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 8), workers: 1, killOneMidway: false)
+    }
+}
