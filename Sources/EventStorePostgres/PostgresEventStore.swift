@@ -191,6 +191,22 @@ public final class PostgresEventStore: EventStore {
         }
     }
 
+    /// Runs the single-statement transaction `query` and returns only once it has committed.
+    ///
+    /// In the extended query protocol the server reports a statement complete before the implicit transaction
+    /// commits (at the following Sync), and the client hands the rows over at that point. A second statement on
+    /// the same connection is answered only after that commit, so its answer proves the append is durable and
+    /// visible to every other connection; if the connection breaks first, the caller gets `storeUnavailable`
+    /// and must treat the outcome as unknown (an idempotency key makes the retry safe).
+    private func runCommitted(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        let logger = logger
+        return try await client.withConnection { connection in
+            let rows = try await connection.query(query, logger: logger).collect()
+            _ = try await connection.query("SELECT 1", logger: logger).collect()
+            return rows
+        }
+    }
+
     static func decode(_ row: PostgresRow) throws(EventStoreError) -> StoredEvent {
         // The common case in one pass over the row; the slower path below names what is wrong.
         if let (position, uuid, streamText, version, type, payload, correlation, causation, source, traceparent, recordedAt) = try? row.decode(
@@ -260,7 +276,7 @@ public final class PostgresEventStore: EventStore {
         let recordedAt = RecordedTime.microseconds(configuration.now())
         let returned: (String, Int64?, Int64?, [Int64]?, String?)?
         do {
-            returned = try await run(appendStatement(request, recordedAt: recordedAt))
+            returned = try await runCommitted(appendStatement(request, recordedAt: recordedAt))
                 .first.map { try $0.decode((String, Int64?, Int64?, [Int64]?, String?).self) }
         } catch let error as PSQLError where error.serverInfo?[.message] == "eventcore: duplicate" {
             guard let key = request.idempotencyKey, let recorded = try await appendResult(forIdempotencyKey: key) else {
