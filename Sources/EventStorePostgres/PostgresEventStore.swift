@@ -191,22 +191,6 @@ public final class PostgresEventStore: EventStore {
         }
     }
 
-    /// Runs the single-statement transaction `query` and returns only once it has committed.
-    ///
-    /// In the extended query protocol the server reports a statement complete before the implicit transaction
-    /// commits (at the following Sync), and the client hands the rows over at that point. A second statement on
-    /// the same connection is answered only after that commit, so its answer proves the append is durable and
-    /// visible to every other connection; if the connection breaks first, the caller gets `storeUnavailable`
-    /// and must treat the outcome as unknown (an idempotency key makes the retry safe).
-    private func runCommitted(_ query: PostgresQuery) async throws -> [PostgresRow] {
-        let logger = logger
-        return try await client.withConnection { connection in
-            let rows = try await connection.query(query, logger: logger).collect()
-            _ = try await connection.query("SELECT 1", logger: logger).collect()
-            return rows
-        }
-    }
-
     static func decode(_ row: PostgresRow) throws(EventStoreError) -> StoredEvent {
         // The common case in one pass over the row; the slower path below names what is wrong.
         if let (position, uuid, streamText, version, type, payload, correlation, causation, source, traceparent, recordedAt) = try? row.decode(
@@ -246,8 +230,13 @@ public final class PostgresEventStore: EventStore {
 
     // MARK: Appending
 
-    /// The statement of one append: a single call of the schema's `append_events` function.
+    /// The statement of one append as a call of the schema's `append_events` function, which leaves the commit
+    /// to the caller's transaction (tests use it to hold a commit back).
     func appendStatement(_ request: AppendRequest, recordedAt: Int64) -> PostgresQuery {
+        appendCall(request, recordedAt: recordedAt, committing: false)
+    }
+
+    private func appendCall(_ request: AppendRequest, recordedAt: Int64, committing: Bool) -> PostgresQuery {
         let streams = request.streams
         let streamIDs = streams.map(\.rawValue)
         let expected = streams.map { Int64(request.expectations[$0]?.exactVersion ?? -1) }
@@ -261,9 +250,11 @@ public final class PostgresEventStore: EventStore {
         let source = events.map { $0.metadata.sourceMessageID ?? "" }
         let traceparent = events.map { $0.metadata.traceparent ?? "" }
         let key = request.idempotencyKey?.rawValue ?? ""
+        let call = committing
+            ? "CALL \(schema.quoted).append_events_committed("
+            : "SELECT outcome, first_position, last_position, versions, recorded_versions FROM \(schema.quoted).append_events("
         return """
-            SELECT outcome, first_position, last_position, versions, recorded_versions
-            FROM \(unescaped: schema.quoted).append_events(
+            \(unescaped: call)
                 \(streamIDs)::text[], \(expected)::int8[], \(ids)::uuid[], \(eventStreams)::text[], \(types)::text[],
                 \(payloads)::bytea[], \(correlation)::text[], \(causation)::text[], \(source)::text[], \(traceparent)::text[],
                 \(recordedAt), \(key))
@@ -276,7 +267,7 @@ public final class PostgresEventStore: EventStore {
         let recordedAt = RecordedTime.microseconds(configuration.now())
         let returned: (String, Int64?, Int64?, [Int64]?, String?)?
         do {
-            returned = try await runCommitted(appendStatement(request, recordedAt: recordedAt))
+            returned = try await run(appendCall(request, recordedAt: recordedAt, committing: true))
                 .first.map { try $0.decode((String, Int64?, Int64?, [Int64]?, String?).self) }
         } catch let error as PSQLError where error.serverInfo?[.message] == "eventcore: duplicate" {
             guard let key = request.idempotencyKey, let recorded = try await appendResult(forIdempotencyKey: key) else {

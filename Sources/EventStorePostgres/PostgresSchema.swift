@@ -31,7 +31,35 @@ struct PostgresSchema {
     /// Migrations in order, each a list of statements; migration n (1-based) is recorded as version n in
     /// `schema_migrations`.
     var migrations: [[String]] {
-        [migration1]
+        [migration1, migration2]
+    }
+
+    /// `append_events_committed`: the append function followed by COMMIT inside a procedure, so the server
+    /// answers the call only once the append is committed, in one round trip. (A plain statement in the
+    /// extended protocol is reported complete before its implicit transaction commits at the next Sync.)
+    private var migration2: [String] {
+        [
+            """
+            CREATE PROCEDURE \(quoted).append_events_committed(
+                p_streams text[], p_expected int8[],
+                p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
+                p_correlation text[], p_causation text[], p_source text[], p_traceparent text[],
+                p_recorded_at_us int8, p_key text,
+                INOUT o_outcome text DEFAULT NULL, INOUT o_first_position int8 DEFAULT NULL,
+                INOUT o_last_position int8 DEFAULT NULL, INOUT o_versions int8[] DEFAULT NULL,
+                INOUT o_recorded_versions text DEFAULT NULL
+            )
+            LANGUAGE plpgsql AS $body$
+            BEGIN
+                SELECT r.outcome, r.first_position, r.last_position, r.versions, r.recorded_versions
+                    INTO o_outcome, o_first_position, o_last_position, o_versions, o_recorded_versions
+                    FROM \(quoted).append_events(p_streams, p_expected, p_event_ids, p_event_streams, p_types, p_payloads,
+                        p_correlation, p_causation, p_source, p_traceparent, p_recorded_at_us, p_key) r;
+                COMMIT;
+            END
+            $body$
+            """,
+        ]
     }
 
     private var migration1: [String] {
