@@ -13,8 +13,10 @@ public protocol SagaDefinition: Codable, Sendable {
     var businessID: String { get }
     /// The steps, in the order they run forward.
     func steps() -> [SagaStep]
-    /// How often a failing compensation (and a transient store failure of a forward step) is retried, and
-    /// how long to wait in between. When a compensation still fails, the saga needs attention.
+    /// How often a compensation the business refuses is retried, and how long to wait in between; when it is
+    /// still refused, the saga needs attention. The same policy bounds the in-place retries of a transient
+    /// store failure (a version conflict, an unreachable store) of a step or a compensation: past it the run
+    /// throws and leaves the saga where it stands, never failed or needing attention.
     var retryPolicy: RetryPolicy { get }
 }
 

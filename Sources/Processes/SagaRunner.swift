@@ -30,15 +30,16 @@ public struct SagaRunner: Sendable {
     public func run<Definition: SagaDefinition>(_ definition: Definition) async throws -> SagaReport {
         let sagaID = try Definition.sagaID(for: definition.businessID)
         let state = try await state(of: sagaID)
+        var committed = 0
         if state.nextAction == .begin {
             let steps = definition.steps()
             let json = try JSONEncoder.sorted.encode(definition)
-            try await record(.begin(
+            committed = try await record(.begin(
                 processType: Definition.sagaType, businessID: definition.businessID, stepNames: steps.map(\.name),
                 definition: String(decoding: json, as: UTF8.self), retryPolicy: definition.retryPolicy
             ), in: sagaID, businessID: definition.businessID)
         }
-        return try await drive(Definition.self, sagaID: sagaID)
+        return try await drive(Definition.self, sagaID: sagaID, atLeast: committed)
     }
 
     /// Continues a saga from its stream alone, such as after a crash.
@@ -51,23 +52,52 @@ public struct SagaRunner: Sendable {
     /// then runs it as far as it goes.
     public func retryCompensation<Definition: SagaDefinition>(_ type: Definition.Type, businessID: String, by operatorName: String) async throws -> SagaReport {
         let sagaID = try Definition.sagaID(for: businessID)
-        try await record(.resumeCompensation(by: operatorName), in: sagaID, businessID: businessID)
-        return try await drive(type, sagaID: sagaID)
+        let committed = try await record(.resumeCompensation(by: operatorName), in: sagaID, businessID: businessID)
+        return try await drive(type, sagaID: sagaID, atLeast: committed)
     }
 
     /// The saga as its stream tells.
     public func state(of sagaID: StreamID) async throws -> SagaState {
+        try await read(sagaID).state
+    }
+
+    /// The saga folded from its stream, with the stream's version.
+    private func read(_ sagaID: StreamID) async throws -> (state: SagaState, version: Int) {
         let snapshot = try await executor.store.read(stream: sagaID)
         var state = SagaState(sagaID: sagaID)
         let codec = EventCodec()
         for stored in snapshot.events {
             if let event = try codec.decode(stored, as: ProcessEvent<SagaEvent>.self) { state.apply(event) }
         }
-        return state
+        return (state, snapshot.version(of: sagaID))
     }
 
-    private func drive<Definition: SagaDefinition>(_ type: Definition.Type, sagaID: StreamID) async throws -> SagaReport {
-        var state = try await state(of: sagaID)
+    /// The saga as its stream tells, from a read that holds at least the first `version` events: the runner
+    /// never decides, nor reports, on a state older than what it recorded itself. A store that keeps answering
+    /// with an older stream fails the run with a retryable error, so the run is tried again later.
+    private func state(of sagaID: StreamID, atLeast version: Int) async throws -> SagaState {
+        var read = try await read(sagaID)
+        var attempt = 1
+        while read.version < version {
+            guard attempt < Self.staleReadAttempts else {
+                throw EventStoreError(
+                    .storeUnavailable,
+                    "the store returned the saga stream at version \(read.version), older than version \(version) it committed",
+                    streamID: sagaID
+                )
+            }
+            try await sleeper.sleep(for: .milliseconds(5 * attempt))
+            attempt += 1
+            read = try await self.read(sagaID)
+        }
+        return read.state
+    }
+
+    /// How often a read older than a committed version is repeated before the run gives up.
+    private static let staleReadAttempts = 5
+
+    private func drive<Definition: SagaDefinition>(_ type: Definition.Type, sagaID: StreamID, atLeast committed: Int = 0) async throws -> SagaReport {
+        var state = try await state(of: sagaID, atLeast: committed)
         guard let json = state.definition else { throw SagaError(sagaID: sagaID, message: "the saga has not started") }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
@@ -83,52 +113,88 @@ public struct SagaRunner: Sendable {
             switch state.nextAction {
             case .begin:
                 throw SagaError(sagaID: sagaID, message: "the saga has not started")
-            case .finished, .awaitOperator:
+            case .awaitOperator:
+                return SagaReport(state: state)
+            case .finished:
+                // A saga with nothing left to do has ended; one that runs on without a next move is stuck, and
+                // its report must not pass for an end.
+                guard state.lifecycle.status.isTerminal else {
+                    throw SagaError(sagaID: sagaID, message: "the saga is \(state.phase) with no move left to make")
+                }
                 return SagaReport(state: state)
             case .runStep(let index):
-                try await runStep(index, steps[index], state: state, sagaID: sagaID, policy: policy)
+                let version = try await runStep(index, steps[index], state: state, sagaID: sagaID, policy: policy)
+                state = try await self.state(of: sagaID, atLeast: version)
             case .compensateStep(let index):
-                try await compensateStep(index, steps[index], state: state, sagaID: sagaID, policy: policy)
+                let version = try await compensateStep(index, steps[index], state: state, sagaID: sagaID, policy: policy)
+                state = try await self.state(of: sagaID, atLeast: version)
             }
-            state = try await self.state(of: sagaID)
         }
         throw SagaError(sagaID: sagaID, message: "the saga did not settle within \(passes) moves")
     }
 
-    private func runStep(_ index: Int, _ step: SagaStep, state: SagaState, sagaID: StreamID, policy: RetryPolicy) async throws {
-        if !state.startedSteps.contains(index) { try await record(.stepStarted(index), in: sagaID, businessID: state.businessID) }
+    /// Runs step `index` forward. A business failure (the command refused) is recorded and turns the saga to
+    /// compensation. A transient store failure (see ``isTransient(_:)``) says nothing about the step: it is
+    /// retried in place by the saga's policy and, if it outlasts the policy, rethrown with the saga left where
+    /// it stands (the step started, its outcome not recorded), so a later run resumes it. The step's
+    /// idempotency key makes a retry of a command that committed before the failure a duplicate.
+    /// - Returns: the saga stream's version after the last record.
+    private func runStep(_ index: Int, _ step: SagaStep, state: SagaState, sagaID: StreamID, policy: RetryPolicy) async throws -> Int {
+        if !state.startedSteps.contains(index) { _ = try await record(.stepStarted(index), in: sagaID, businessID: state.businessID) }
         let options = try options(sagaID: sagaID, state: state, key: "step-\(index)")
         var attempt = 1
         while true {
             do {
                 _ = try await step.command.execute(on: executor, options: options)
-                try await record(.stepSucceeded(index), in: sagaID, businessID: state.businessID)
-                return
-            } catch let error as EventStoreError where error.isRetryable {
-                // A store that is down says nothing about the step; retry, then give up without a decision.
+                break
+            } catch where Self.isTransient(error) {
                 guard policy.allowsRetry(afterAttempt: attempt) else { throw error }
                 try await sleeper.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: 0))
                 attempt += 1
             } catch {
-                try await record(.stepFailed(index, reason: String(describing: error)), in: sagaID, businessID: state.businessID)
-                return
+                return try await record(.stepFailed(index, reason: String(describing: error)), in: sagaID, businessID: state.businessID)
             }
         }
+        // Outside the `do`: failing to record a step that committed is no failure of the step.
+        return try await record(.stepSucceeded(index), in: sagaID, businessID: state.businessID)
     }
 
-    private func compensateStep(_ index: Int, _ step: SagaStep, state: SagaState, sagaID: StreamID, policy: RetryPolicy) async throws {
-        if !state.compensationsStarted.contains(index) { try await record(.compensationStarted(index), in: sagaID, businessID: state.businessID) }
+    /// Runs the compensation of step `index`. A business failure (the command refused) is recorded as a failed
+    /// attempt; when attempts outrun the policy the saga needs attention. A transient store failure is retried
+    /// in place by the policy and, if it outlasts it, rethrown without recording anything: version conflicts
+    /// on a busy resource or an unreachable store are no reason to call an operator, and a later run resumes
+    /// the compensation.
+    /// - Returns: the saga stream's version after the last record.
+    private func compensateStep(_ index: Int, _ step: SagaStep, state: SagaState, sagaID: StreamID, policy: RetryPolicy) async throws -> Int {
+        if !state.compensationsStarted.contains(index) { _ = try await record(.compensationStarted(index), in: sagaID, businessID: state.businessID) }
         let options = try options(sagaID: sagaID, state: state, key: "compensation-\(index)")
-        do {
-            _ = try await step.compensation.execute(on: executor, options: options)
-            try await record(.compensationSucceeded(index), in: sagaID, businessID: state.businessID)
-        } catch {
-            try await record(.compensationFailed(index, reason: String(describing: error)), in: sagaID, businessID: state.businessID)
-            let attempts = state.compensationFailures[index, default: 0] + 1
-            if policy.allowsRetry(afterAttempt: attempts) {
-                try await sleeper.sleep(for: policy.delay(beforeRetry: attempts, unitRandom: 0))
+        var attempt = 1
+        while true {
+            do {
+                _ = try await step.compensation.execute(on: executor, options: options)
+                break
+            } catch where Self.isTransient(error) {
+                guard policy.allowsRetry(afterAttempt: attempt) else { throw error }
+                try await sleeper.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: 0))
+                attempt += 1
+            } catch {
+                let version = try await record(.compensationFailed(index, reason: String(describing: error)), in: sagaID, businessID: state.businessID)
+                let attempts = state.compensationFailures[index, default: 0] + 1
+                if policy.allowsRetry(afterAttempt: attempts) {
+                    try await sleeper.sleep(for: policy.delay(beforeRetry: attempts, unitRandom: 0))
+                }
+                return version
             }
         }
+        return try await record(.compensationSucceeded(index), in: sagaID, businessID: state.businessID)
+    }
+
+    /// Whether `error` says nothing about the step or compensation that threw it: a retryable store error (a
+    /// version conflict that outlasted the executor's retries, an unreachable store) or the task's
+    /// cancellation. Such an error is retried or rethrown, never recorded as a failure of the saga.
+    public static func isTransient(_ error: any Error) -> Bool {
+        if let error = error as? EventStoreError { return error.isRetryable }
+        return error is CancellationError
     }
 
     private func options(sagaID: StreamID, state: SagaState, key: String) throws -> ExecutionOptions {
@@ -138,11 +204,15 @@ public struct SagaRunner: Sendable {
         )
     }
 
-    private func record(_ progress: SagaProgress, in sagaID: StreamID, businessID: String? = nil) async throws {
-        _ = try await runtime.execute(
+    /// Records `progress` in the saga stream.
+    /// - Returns: the stream's version after the record (as read when nothing was written).
+    @discardableResult
+    private func record(_ progress: SagaProgress, in sagaID: StreamID, businessID: String? = nil) async throws -> Int {
+        let execution = try await runtime.execute(
             AdvanceSaga(sagaID: sagaID, progress: progress, at: clock.now),
             options: ExecutionOptions(metadata: EventMetadata(correlationID: businessID))
         )
+        return execution.result.streamVersions[sagaID] ?? 0
     }
 }
 

@@ -178,7 +178,8 @@ struct SagaTests {
         #expect(try await world.runner.run(TravelWorld.saga()).phase == .completed)
         #expect(try await world.activeBookings() == ["trip-1-hotel", "trip-1-flight", "trip-1-car"])
 
-        // The flight's cancellation fails twice, within the policy's two retries: compensated.
+        // The flight's cancellation fails twice, within the policy's two retries: retried in place and
+        // compensated, with no failed attempt recorded (an unreachable store is no refusal).
         let flakyFlight = FlakyStore(base: InMemoryEventStore(), stream: try TravelResourceKind.flight.stream("LH400"), failures: 0)
         let world2 = TravelWorld(store: flakyFlight)
         try await world2.stock(car: 0)
@@ -186,7 +187,7 @@ struct SagaTests {
         let report = try await world2.runner.run(TravelWorld.saga(maxRetries: 2))
         #expect(report.phase == .compensated)
         #expect(try await world2.activeBookings().isEmpty)
-        #expect(try await world2.sagaEventTypes().filter { $0 == "CompensationStepFailed" }.count == 2)
+        #expect(try await world2.sagaEventTypes().filter { $0 == "CompensationStepFailed" }.isEmpty)
     }
 
     @Test("a runner that stops after any append is taken over by another without doing a step twice")
