@@ -61,6 +61,7 @@ public final class SQLiteEventStore: EventStore {
     private let threadPool: NIOThreadPool
     private let writer: SQLiteConnection
     private let readers: [SQLiteConnection]
+    private let readerLocks: [AsyncLock]
     private let writeLock = AsyncLock()
     private let nextReader = Counter()
 
@@ -69,6 +70,7 @@ public final class SQLiteEventStore: EventStore {
         self.threadPool = threadPool
         self.writer = writer
         self.readers = readers
+        self.readerLocks = readers.map { _ in AsyncLock() }
     }
 
     /// Opens (creating if needed) the database at `configuration.path` and brings its schema up to date.
@@ -170,8 +172,16 @@ public final class SQLiteEventStore: EventStore {
         correlation_id, causation_id, source_message_id, traceparent, recorded_at
         """
 
-    private var reader: SQLiteConnection {
-        readers[nextReader.next() % readers.count]
+    /// Runs `body` on a reader connection that no other query uses meanwhile. A query started on a connection
+    /// while another one runs there would share that one's read transaction and see its older snapshot, so
+    /// each reader serves one query at a time.
+    private func withReader<T: Sendable>(_ body: (SQLiteConnection) async throws -> T) async throws -> T {
+        let index = nextReader.next() % readers.count
+        return try await readerLocks[index].withLock { try await body(readers[index]) }
+    }
+
+    private func readQuery(_ sql: String, _ binds: [SQLiteData]) async throws -> [SQLiteRow] {
+        try await withReader { try await query($0, sql, binds) }
     }
 
     /// See ``EventStore/read(_:)``.
@@ -180,8 +190,7 @@ public final class SQLiteEventStore: EventStore {
         for stream in streams where !unique.contains(stream) { unique.append(stream) }
         guard !unique.isEmpty else { return StreamsSnapshot(events: [], versions: [:]) }
         let placeholders = Array(repeating: "?", count: unique.count).joined(separator: ", ")
-        let rows = try await query(
-            reader,
+        let rows = try await readQuery(
             "SELECT \(Self.columns) FROM events WHERE stream_id IN (\(placeholders)) ORDER BY global_position",
             unique.map { .text($0.rawValue) }
         )
@@ -194,8 +203,7 @@ public final class SQLiteEventStore: EventStore {
     /// See ``EventStore/readAll(after:limit:)``.
     public func readAll(after position: Int, limit: Int) async throws -> [StoredEvent] {
         try EventQuery.validateWindow(after: position, limit: limit)
-        let rows = try await query(
-            reader,
+        let rows = try await readQuery(
             "SELECT \(Self.columns) FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?",
             [.integer(position), .integer(limit)]
         )
@@ -220,8 +228,7 @@ public final class SQLiteEventStore: EventStore {
             binds.append(.integer(Int(RecordedTime.microseconds(before))))
         }
         binds.append(.integer(query.limit))
-        let rows = try await self.query(
-            reader,
+        let rows = try await self.readQuery(
             "SELECT \(Self.columns) FROM events WHERE \(conditions.joined(separator: " AND ")) ORDER BY global_position LIMIT ?",
             binds
         )
@@ -230,7 +237,7 @@ public final class SQLiteEventStore: EventStore {
 
     /// See ``EventStore/appendResult(forIdempotencyKey:)``.
     public func appendResult(forIdempotencyKey key: IdempotencyKey) async throws -> AppendResult? {
-        try await recordedResult(for: key, on: reader)
+        try await withReader { try await self.recordedResult(for: key, on: $0) }
     }
 
     private func recordedResult(for key: IdempotencyKey, on connection: SQLiteConnection) async throws -> AppendResult? {
