@@ -193,7 +193,7 @@ func bench(_ options: Options) async throws {
     let levels = options.list("concurrency", "1,4,16").compactMap(Int.init)
     let seconds = options.int("seconds", 3)
     let accounts = options.int("accounts", 5000)
-    print("two-stream transfer command, \(accounts) accounts, \(seconds) s per measurement")
+    print("two-stream transfer command, \(accounts) accounts, \(seconds) s per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAverage())")
     print("store       executors   commands/s   conflicts retried   pgbench tps   ratio")
     func row(_ store: String, _ level: Int, _ rate: Double, _ conflicts: Int, _ pgbench: Double? = nil) {
         let base = "\(store.padding(toLength: 12, withPad: " ", startingAt: 0))\(String(level).leftPadded(9))   \(String(format: "%10.0f", rate))   \(String(conflicts).leftPadded(17))"
@@ -231,6 +231,12 @@ func bench(_ options: Options) async throws {
             }
         }
     }
+    print("load at the end: \(loadAverage())")
+}
+
+/// The 1-minute load average, so figures taken on a busy machine can be read as such.
+func loadAverage() -> String {
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "unknown"
 }
 
 extension String {
