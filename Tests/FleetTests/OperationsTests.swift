@@ -193,7 +193,7 @@ struct OperationsReplayTests {
         let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
         let source = try await Self.announcementStore(sourcePath, count: total)
         let admin = try await AMQPConnection.connect(url: fleet.amqpURL)
-        fleet.startWorker()
+        try fleet.startWorker()
         try await fleet.waitUntilConsuming(1, topology: topology, connection: admin)
         let workerStore = try await StoreConnection.open(workerStoreURL, maximumPayloadBytes: 1 << 20, logger: Logger(label: "test.ops"))
         defer {
@@ -204,14 +204,18 @@ struct OperationsReplayTests {
             }
         }
 
+        // The worker store's events, read incrementally (appends only ever come at higher positions).
+        var events: [StoredEvent] = []
         /// Waits until the bookings queue is empty and the worker store stops growing; returns its events.
         func settledEvents(atLeastSources expected: Int) async throws -> [StoredEvent] {
-            var events: [StoredEvent] = []
             var stableSince = Date()
             var lastCount = -1
             let settled = try await TestBroker.eventually(240) {
                 let ready = try await admin.declare(QueueDeclaration(name: "fleet.bookings"), passive: true).messageCount
-                events = try await Self.allEvents(workerStore.store)
+                while let page = Optional(try await workerStore.store.readAll(after: events.last?.globalPosition ?? 0, limit: 5000)),
+                      !page.isEmpty {
+                    events += page
+                }
                 if events.count != lastCount {
                     lastCount = events.count
                     stableSince = Date()

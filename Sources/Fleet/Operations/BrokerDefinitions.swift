@@ -28,38 +28,41 @@ public struct BrokerDefinitions: Sendable, Equatable {
         let base = managementURL ?? URL(string: "http://\(configuration.host):15672")!
         let vhost = configuration.virtualHost.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? configuration.virtualHost
         let credentials = Data("\(configuration.user):\(configuration.password)".utf8).base64EncodedString()
-        func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
-            guard let url = URL(string: base.absoluteString.trimmingSuffix("/") + path) else {
-                throw OperationsError(.invalidArgument, "bad management URL \(base)")
-            }
-            var request = URLRequest(url: url, timeoutInterval: 15)
-            request.setValue("Basic \(credentials)", forHTTPHeaderField: "Authorization")
-            let data: Data, response: URLResponse
-            do {
-                (data, response) = try await URLSession.shared.data(for: request)
-            } catch {
-                throw OperationsError(.unreachable, "the RabbitMQ management API at \(base) does not answer (\(error.localizedDescription)); is the management plugin on?")
-            }
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            switch status {
-            case 200: break
-            case 401: throw OperationsError(.unreachable, "the management API at \(base) refused the broker's credentials (401)")
-            case 404: throw OperationsError(.notFound, "virtual host \"\(configuration.virtualHost)\" does not exist on \(base)")
-            default: throw OperationsError(.unreachable, "the management API at \(base) answered \(status) for \(path)")
-            }
-            do {
-                return try JSONDecoder().decode(T.self, from: data)
-            } catch {
-                throw OperationsError(.unreachable, "unexpected answer from the management API for \(path): \(error)")
-            }
-        }
-        let exchanges = try await get("/api/exchanges/\(vhost)", as: [Topology.Exchange].self)
-        let queues = try await get("/api/queues/\(vhost)", as: [Topology.Queue].self)
-        let bindings = try await get("/api/bindings/\(vhost)", as: [Topology.Binding].self)
+        let exchanges = try await get("/api/exchanges/\(vhost)", as: [Topology.Exchange].self, base: base, credentials: credentials, configuration: configuration)
+        let queues = try await get("/api/queues/\(vhost)", as: [Topology.Queue].self, base: base, credentials: credentials, configuration: configuration)
+        let bindings = try await get("/api/bindings/\(vhost)", as: [Topology.Binding].self, base: base, credentials: credentials, configuration: configuration)
         return BrokerDefinitions(
             exchanges: exchanges.filter { !$0.name.isEmpty && !$0.name.hasPrefix("amq.") }.sorted { $0.name < $1.name },
             queues: queues.sorted { $0.name < $1.name },
             bindings: bindings.filter { !$0.source.isEmpty }.sorted { $0.label < $1.label })
+    }
+
+    /// GETs `path` from the management API and decodes the answer.
+    private static func get<T: Decodable>(_ path: String, as type: T.Type, base: URL, credentials: String,
+                                          configuration: AMQPConfiguration) async throws -> T {
+        guard let url = URL(string: base.absoluteString.trimmingSuffix("/") + path) else {
+            throw OperationsError(.invalidArgument, "bad management URL \(base)")
+        }
+        var request = URLRequest(url: url, timeoutInterval: 15)
+        request.setValue("Basic \(credentials)", forHTTPHeaderField: "Authorization")
+        let data: Data, response: URLResponse
+        do {
+            (data, response) = try await URLSession.shared.data(for: request)
+        } catch {
+            throw OperationsError(.unreachable, "the RabbitMQ management API at \(base) does not answer (\(error.localizedDescription)); is the management plugin on?")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        switch status {
+        case 200: break
+        case 401: throw OperationsError(.unreachable, "the management API at \(base) refused the broker's credentials (401)")
+        case 404: throw OperationsError(.notFound, "virtual host \"\(configuration.virtualHost)\" does not exist on \(base)")
+        default: throw OperationsError(.unreachable, "the management API at \(base) answered \(status) for \(path)")
+        }
+        do {
+            return try JSONDecoder().decode(T.self, from: data)
+        } catch {
+            throw OperationsError(.unreachable, "unexpected answer from the management API for \(path): \(error)")
+        }
     }
 
     /// The definitions as a RabbitMQ definitions file (exchanges, queues, bindings), with `fleet`, when given,

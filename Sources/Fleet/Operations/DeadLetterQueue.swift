@@ -28,25 +28,20 @@ public struct DeadLetterQueue: Sendable {
     /// Up to `limit` dead letters, oldest first; every one stays in the queue.
     public func list(limit: Int = 1000) async throws -> [DeadLetter] {
         guard limit > 0 else { throw OperationsError(.invalidArgument, "--limit must be at least 1") }
-        var found: [DeadLetter] = []
-        try await scan(limit: limit) { delivery in
-            found.append(DeadLetter(properties: delivery.properties, body: delivery.body))
-            return true
-        }
-        return found
+        let taken = try await take(limit: limit)
+        defer { giveBack(taken) }
+        return taken.map { DeadLetter(properties: $0.properties, body: $0.body) }
     }
 
     /// The dead letter with message id `messageID`; it stays in the queue.
     /// - Throws: ``OperationsError/Code/notFound`` when no dead letter has that id.
     public func show(messageID: String) async throws -> DeadLetter {
-        var match: DeadLetter?
-        try await scan(limit: Int.max) { delivery in
-            guard delivery.properties.messageID == messageID else { return true }
-            match = DeadLetter(properties: delivery.properties, body: delivery.body)
-            return false
+        let taken = try await take(limit: Int.max)
+        defer { giveBack(taken) }
+        guard let match = taken.first(where: { $0.properties.messageID == messageID }) else {
+            throw OperationsError(.notFound, "no dead letter with message id \"\(messageID)\" in \(queue)")
         }
-        guard let match else { throw OperationsError(.notFound, "no dead letter with message id \"\(messageID)\" in \(queue)") }
-        return match
+        return DeadLetter(properties: match.properties, body: match.body)
     }
 
     /// Sends the dead letters `request` selects back to their source queue (or `request.target`) through the
@@ -65,42 +60,22 @@ public struct DeadLetterQueue: Sendable {
         var report = DeadLetterRequeueReport(examined: 0, total: total, dryRun: request.dryRun)
         let publisher = request.dryRun ? nil : try await connection.makePublisher(confirms: true)
         var held: [AMQPDelivery] = []
-        var batch: [(delivery: AMQPDelivery, letter: DeadLetter, target: String)] = []
-        defer { for delivery in held { try? delivery.nack(requeue: true) } }
-
-        func flush() async {
-            guard let publisher, !batch.isEmpty else { return }
-            let messages = batch.map { entry in
-                AMQPMessage(body: entry.delivery.body, exchange: "", routingKey: entry.target,
-                            properties: DeadLetter.requeueProperties(entry.delivery.properties), mandatory: true)
-            }
-            let results = await publisher.publish(contentsOf: messages)
-            for (entry, result) in zip(batch, results) {
-                switch result {
-                case .success:
-                    do {
-                        try entry.delivery.ack()
-                        report.requeued[entry.target, default: 0] += 1
-                    } catch {
-                        // The copy is on the target queue and the dead letter comes back: say so rather than hide it.
-                        report.failures.append(.init(messageID: entry.letter.messageID, target: entry.target,
-                                                     error: "requeued, but removing the dead letter failed (it stays): \(error)"))
-                    }
-                case .failure(let error):
-                    held.append(entry.delivery)
-                    let text = error.code == .messageReturned ? "queue \(entry.target) does not exist (message returned)" : "\(error)"
-                    report.failures.append(.init(messageID: entry.letter.messageID, target: entry.target, error: text))
-                }
-            }
-            batch.removeAll(keepingCapacity: true)
-            progress(report)
-        }
+        var batch: [PendingRequeue] = []
 
         while report.examined < total {
-            guard let delivery = try await connection.get(queue: queue) else { break }
+            let next: AMQPDelivery?
+            do {
+                next = try await connection.get(queue: queue)
+            } catch {
+                giveBack(held + batch.map(\.delivery))
+                await publisher?.close()
+                throw error
+            }
+            guard let delivery = next else { break }
             report.examined += 1
             let letter = DeadLetter(properties: delivery.properties, body: delivery.body)
-            let selected = request.filter.matches(letter) && request.limit.map { report.selected < $0 } ?? true
+            var selected = request.filter.matches(letter)
+            if let limit = request.limit, report.selected >= limit { selected = false }
             guard selected else {
                 held.append(delivery)
                 continue
@@ -116,13 +91,55 @@ public struct DeadLetterQueue: Sendable {
                 report.requeued[target, default: 0] += 1
                 continue
             }
-            batch.append((delivery, letter, target))
-            if batch.count >= 100 { await flush() }
+            batch.append(PendingRequeue(delivery: delivery, letter: letter, target: target))
+            if batch.count >= 100, let publisher {
+                await flush(&batch, publisher: publisher, held: &held, report: &report)
+                progress(report)
+            }
         }
-        await flush()
-        await publisher?.close()
+        if let publisher {
+            await flush(&batch, publisher: publisher, held: &held, report: &report)
+            await publisher.close()
+        }
+        giveBack(held)
         progress(report)
         return report
+    }
+
+    /// A dead letter whose copy is about to be published.
+    private struct PendingRequeue {
+        var delivery: AMQPDelivery
+        var letter: DeadLetter
+        var target: String
+    }
+
+    /// Publishes the copies of `batch`, acknowledges the dead letters confirmed, keeps the others in `held`.
+    private func flush(_ batch: inout [PendingRequeue], publisher: AMQPPublisher, held: inout [AMQPDelivery],
+                       report: inout DeadLetterRequeueReport) async {
+        guard !batch.isEmpty else { return }
+        let messages = batch.map { entry in
+            AMQPMessage(body: entry.delivery.body, exchange: "", routingKey: entry.target,
+                        properties: DeadLetter.requeueProperties(entry.delivery.properties), mandatory: true)
+        }
+        let results = await publisher.publish(contentsOf: messages)
+        for (entry, result) in zip(batch, results) {
+            switch result {
+            case .success:
+                do {
+                    try entry.delivery.ack()
+                    report.requeued[entry.target, default: 0] += 1
+                } catch {
+                    // The copy is on the target queue and the dead letter comes back: say so rather than hide it.
+                    report.failures.append(.init(messageID: entry.letter.messageID, target: entry.target,
+                                                 error: "requeued, but removing the dead letter failed (it stays): \(error)"))
+                }
+            case .failure(let error):
+                held.append(entry.delivery)
+                let text = error.code == .messageReturned ? "queue \(entry.target) does not exist (message returned)" : "\(error)"
+                report.failures.append(.init(messageID: entry.letter.messageID, target: entry.target, error: text))
+            }
+        }
+        batch.removeAll(keepingCapacity: true)
     }
 
     /// Removes every message from the queue; returns how many there were.
@@ -131,24 +148,42 @@ public struct DeadLetterQueue: Sendable {
         return Int(try await connection.purgeQueue(queue))
     }
 
-    /// Takes messages one by one (at most those in the queue now and `limit`), hands each to `body` until it
-    /// returns false, and gives them all back.
-    private func scan(limit: Int, _ body: (AMQPDelivery) throws -> Bool) async throws {
+    /// Takes up to `limit` of the messages in the queue now, unacknowledged, so none is taken twice.
+    private func take(limit: Int) async throws -> [AMQPDelivery] {
         let total = min(try await count(), limit)
-        var held: [AMQPDelivery] = []
-        defer { for delivery in held { try? delivery.nack(requeue: true) } }
-        while held.count < total, let delivery = try await connection.get(queue: queue) {
-            held.append(delivery)
-            if try !body(delivery) { break }
+        var taken: [AMQPDelivery] = []
+        do {
+            while taken.count < total {
+                guard let delivery = try await connection.get(queue: queue) else { break }
+                taken.append(delivery)
+            }
+        } catch {
+            giveBack(taken)
+            throw error
         }
+        return taken
+    }
+
+    /// Puts messages back in the queue.
+    private func giveBack(_ deliveries: [AMQPDelivery]) {
+        for delivery in deliveries { try? delivery.nack(requeue: true) }
     }
 
     /// The state of `queue`, or ``OperationsError/Code/notFound``.
     static func state(of queue: String, on connection: AMQPConnection) async throws -> QueueState {
+        let result: Result<QueueState, AMQPError>
         do {
-            return try await connection.declare(QueueDeclaration(name: queue), passive: true)
-        } catch let error where error.code == .notFound {
+            result = .success(try await connection.declare(QueueDeclaration(name: queue), passive: true))
+        } catch {
+            result = .failure(error)
+        }
+        switch result {
+        case .success(let state):
+            return state
+        case .failure(let error) where error.code == .notFound:
             throw OperationsError(.notFound, "queue \"\(queue)\" does not exist on \(connection.configuration)")
+        case .failure(let error):
+            throw error
         }
     }
 }

@@ -252,7 +252,8 @@ struct SelectionReader {
                 do { stream = try StreamID(streamID) } catch { throw OperationsError(.invalidArgument, "\"\(streamID)\" is not a stream id: \(error)") }
                 streamEvents = try await store.read(stream: stream).events
             }
-            page = Array((streamEvents ?? []).lazy.filter { $0.globalPosition > position && selection.matches($0) }.prefix(pageSize))
+            let selection = self.selection
+            page = Array((streamEvents ?? []).filter { $0.globalPosition > position && selection.matches($0) }.prefix(pageSize))
         } else if !selection.eventTypes.isEmpty || selection.since != nil || selection.until != nil {
             page = try await store.events(matching: EventQuery(eventTypes: selection.eventTypes, recordedFrom: selection.since,
                                                                recordedBefore: selection.until, afterPosition: position, limit: pageSize))

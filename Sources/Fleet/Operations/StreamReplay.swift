@@ -91,16 +91,15 @@ public struct StreamReplay: Sendable {
         let publisher = dryRun ? nil : try await connection.makePublisher(confirms: true)
         let consumer = try await connection.consume(queue: stream, prefetch: 500, arguments: ["x-stream-offset": offset.argument])
         let clock = ContinuousClock(), start = clock.now
-        let lastActivity = Mutex(clock.now)
-        let finished = Mutex(false)
+        let watch = ReplayWatch(now: clock.now)
         let idleTimeout = self.idleTimeout
         // Ends the delivery sequence once the stream stays quiet (its tail was reached) or a stop is asked for.
         let watchdog = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(100))
-                let idle = clock.now - lastActivity.withLock { $0 }
+                let idle = clock.now - watch.lastActivity.withLock { $0 }
                 if idle > idleTimeout || shouldStop() {
-                    finished.withLock { $0 = true }
+                    watch.finished.withLock { $0 = true }
                     try? await consumer.cancel()
                     return
                 }
@@ -115,8 +114,8 @@ public struct StreamReplay: Sendable {
         var stoppedEarly = false
         do {
             for try await delivery in consumer {
-                lastActivity.withLock { $0 = clock.now }
-                if finished.withLock({ $0 }) { break }
+                watch.lastActivity.withLock { $0 = clock.now }
+                if watch.finished.withLock({ $0 }) { break }
                 if shouldStop() || Task.isCancelled {
                     stoppedEarly = true
                     break
@@ -134,7 +133,7 @@ public struct StreamReplay: Sendable {
                 }
                 try? delivery.ack()
                 published += 1
-                lastOffset = position.map(Int.init)
+                lastOffset = position.map { Int($0) }
                 if published % 500 == 0 {
                     progress(ReplayProgress(published: published, lastPosition: lastOffset ?? 0, elapsedSeconds: elapsed()))
                 }
@@ -149,16 +148,26 @@ public struct StreamReplay: Sendable {
             throw error
         } catch {
             // The watchdog's cancel can end the sequence with an error; anything else is a real failure.
-            if !finished.withLock({ $0 }) {
+            if !watch.finished.withLock({ $0 }) {
                 await publisher?.close()
                 throw error
             }
         }
         if shouldStop() { stoppedEarly = true }
-        if !finished.withLock({ $0 }) { try? await consumer.cancel() }
+        if !watch.finished.withLock({ $0 }) { try? await consumer.cancel() }
         await publisher?.close()
         progress(ReplayProgress(published: published, lastPosition: lastOffset ?? 0, elapsedSeconds: elapsed()))
         return ReplayReport(published: published, resumedAfter: nil, lastPosition: lastOffset, stoppedEarly: stoppedEarly,
                             dryRun: dryRun, elapsedSeconds: elapsed())
+    }
+}
+
+/// When a stream replay last saw a message, and whether its watchdog ended the run.
+private final class ReplayWatch: Sendable {
+    let lastActivity: Mutex<ContinuousClock.Instant>
+    let finished = Mutex(false)
+
+    init(now: ContinuousClock.Instant) {
+        lastActivity = Mutex(now)
     }
 }

@@ -114,7 +114,8 @@ final class InterruptSignal: Sendable {
     }
 
     private let requested = Flag()
-    private let source: any DispatchSourceSignal
+    /// Set once in `init`; Dispatch synchronizes its own state, `cancel()` is its only other use.
+    nonisolated(unsafe) private let source: any DispatchSourceSignal
 
     init() {
         signal(SIGINT, SIG_IGN)

@@ -112,7 +112,7 @@ struct ProcessCommand: AsyncParsableCommand {
                     let summary = try await ProcessCommand.summary(of: id, in: connection.store)
                     let history = try await ProcessCatalog(store: connection.store).history(of: summary.processID)
                     // The step is the last step-bearing event: its type names where the process stands.
-                    let step = history.last { !["TimeoutScheduled", "TimeoutCancelled", "ProcessStarted"].contains($0.eventType) }?.eventType
+                    let step = history.last(where: { !["TimeoutScheduled", "TimeoutCancelled", "ProcessStarted"].contains($0.eventType) })?.eventType
                     detail = Detail(process: Row(summary), step: step,
                                     history: history.map { Entry(version: $0.version, eventType: $0.eventType, recordedAt: $0.recordedAt, payload: $0.payload) })
                 } catch {
@@ -135,7 +135,7 @@ struct ProcessCommand: AsyncParsableCommand {
                 let start = row.startedAt
                 for entry in detail.history {
                     let offset = entry.recordedAt.timeIntervalSince(start)
-                    print(String(format: "  %4d  +%9.3fs  ", entry.version, offset) + "\(entry.eventType)  \(entry.payload.prefix(160))")
+                    print(String(format: "  %4ld  +%9.3fs  ", entry.version, offset) + "\(entry.eventType)  \(entry.payload.prefix(160))")
                 }
             }
         }

@@ -2,6 +2,7 @@ import AMQP
 import ArgumentParser
 import EventCore
 import Fleet
+import FleetSimulation
 import Foundation
 
 /// `fleet replay`: re-publish events, from the store or from the stream queue, with their original ids.
@@ -56,11 +57,14 @@ struct ReplayCommand: AsyncParsableCommand {
                 let interrupt = InterruptSignal()
                 do {
                     if !to.isEmpty {
+                        var missing = false
                         do {
                             try await connection.declare(ExchangeDeclaration(name: to), passive: true)
-                        } catch let error where error.code == .notFound {
-                            throw OperationsError(.notFound, "exchange \"\(to)\" does not exist on \(connection.configuration)")
+                        } catch {
+                            guard (error as? AMQPError)?.code == .notFound else { throw error }
+                            missing = true
                         }
+                        if missing { throw OperationsError(.notFound, "exchange \"\(to)\" does not exist on \(connection.configuration)") }
                     }
                     let (after, resumed) = try await replay.prepare(store: storeConnection.store)
                     if let resumed { FileHandle.standardError.write(Data("resuming after position \(resumed.lastConfirmedPosition) (\(resumed.published) events confirmed before)\n".utf8)) }
@@ -120,7 +124,12 @@ struct ReplayCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await Operator.run {
-                let start: StreamReplay.Offset = if let since { .since(try OperatorTime.parse(since)) } else { try StreamReplay.Offset(parsing: offset ?? "first") }
+                let start: StreamReplay.Offset
+                if let since {
+                    start = .since(try OperatorTime.parse(since))
+                } else {
+                    start = try StreamReplay.Offset(parsing: offset ?? "first")
+                }
                 guard idle > 0 else { throw OperationsError(.invalidArgument, "--idle must be more than 0 seconds") }
                 let replay = StreamReplay(stream: stream, target: to, offset: start, limit: limit, dryRun: dryRun,
                                           idleTimeout: .milliseconds(Int(idle * 1000)))

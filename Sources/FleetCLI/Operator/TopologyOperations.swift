@@ -68,7 +68,7 @@ struct OperatorTopologyCommand: AsyncParsableCommand {
             try await Operator.run {
                 let fleet = try file.map { path in
                     do { return try Topology.load(contentsOf: URL(fileURLWithPath: path)).fleet } catch {
-                        throw OperationsError(.invalidArgument, error.description)
+                        throw OperationsError(.invalidArgument, "\(error)")
                     }
                 }
                 let data = try await live.fetch().encoded(fleet: fleet)
