@@ -30,12 +30,7 @@ struct DemoCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let topology: Topology
-        do {
-            topology = try Topology.load(contentsOf: URL(fileURLWithPath: self.topology))
-        } catch {
-            throw ValidationError(error.description)
-        }
+        let topology = try Topology.loadForCommand(self.topology)
         let logger = Logger(label: "fleet.demo")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let storeURL: String

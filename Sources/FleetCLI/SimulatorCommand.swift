@@ -18,12 +18,7 @@ struct SimulatorCommand: AsyncParsableCommand {
     @OptionGroup var simulation: SimulationOptions
 
     func run() async throws {
-        let topology: Topology
-        do {
-            topology = try Topology.load(contentsOf: URL(fileURLWithPath: self.topology))
-        } catch {
-            throw ValidationError(error.description)
-        }
+        let topology = try Topology.loadForCommand(self.topology)
         let logger = Logger(label: "fleet.simulator")
         let report = try await SimulationDriver.run(settings: simulation.settings, topology: topology, amqpURL: amqpURL,
                                                     timeout: .seconds(simulation.timeout), logger: logger) { ended, total in

@@ -16,11 +16,7 @@ struct TopologyCommand: AsyncParsableCommand {
         var file: String = ProcessInfo.processInfo.environment["FLEET_TOPOLOGY"] ?? "topology.json"
 
         func load() throws -> Topology {
-            do {
-                return try Topology.load(contentsOf: URL(fileURLWithPath: file))
-            } catch {
-                throw ValidationError(error.description)
-            }
+            try Topology.loadForCommand(file)
         }
     }
 
@@ -83,5 +79,16 @@ private struct RawTopology: Decodable {
             bindings: try c.decodeIfPresent([Topology.Binding].self, forKey: .bindings) ?? [],
             policies: try c.decodeIfPresent([Topology.Policy].self, forKey: .policies) ?? [],
             fleet: try c.decode(FleetSection.self, forKey: .fleet))
+    }
+}
+
+extension Topology {
+    /// Loads a topology file for a command: a file that cannot be used is a usage error naming the entry.
+    static func loadForCommand(_ path: String) throws -> Topology {
+        do {
+            return try Topology.load(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ValidationError(error.description)
+        }
     }
 }

@@ -66,12 +66,7 @@ enum WorkerRuntime {
         var logger = Logger(label: "fleet.worker")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
         logger[metadataKey: "worker"] = "\(configuration.workerID)"
-        let topology: Topology
-        do {
-            topology = try Topology.load(contentsOf: URL(fileURLWithPath: configuration.topologyPath))
-        } catch {
-            throw ValidationError(error.description)
-        }
+        let topology = try Topology.loadForCommand(configuration.topologyPath)
         let registry = PrometheusCollectorRegistry()
         let metricsFactory = PrometheusMetricsFactory(registry: registry)
         let store = try await StoreConnection.open(configuration.storeURL, maximumPayloadBytes: configuration.maximumBodyBytes, logger: logger)
@@ -105,8 +100,11 @@ enum WorkerRuntime {
                 }
             })
         }
-        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(services: services.map { .init(service: $0) },
+                                                           gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [], logger: logger)
+        // Past the grace period, messages still in hand are abandoned (cancelled); the broker redelivers them.
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(configuration.shutdownGraceSeconds)
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch {

@@ -6,7 +6,7 @@ import Testing
 
 /// Tests that stop and start a broker. They use the second node the test script starts, so that no other test
 /// sees the outage, and they run one at a time.
-@Suite("AMQP recovery on a broker that restarts", .serialized, .timeLimit(.minutes(3)))
+@Suite("AMQP recovery on a broker that restarts", .serialized, .timeLimit(.minutes(5)))
 struct RecoveryTests {
     static func connect() async throws -> AMQPConnection {
         try await AMQPConnection.connect(url: "amqp://guest:guest@127.0.0.1:\(TestBroker.disruptivePort)/?heartbeat=5")

@@ -11,7 +11,7 @@ import Testing
 
 /// The whole fleet: `fleet worker` processes on a real broker and a real store, driven by the simulated
 /// services. Each test has a virtual host of its own, so it sees only its own messages.
-@Suite("The worker fleet end to end", .timeLimit(.minutes(10)))
+@Suite("The worker fleet end to end", .serialized, .timeLimit(.minutes(10)))
 struct FleetEndToEndTests {
     /// `fleet worker` processes of one test.
     final class Fleet: Sendable {
@@ -77,11 +77,6 @@ struct FleetEndToEndTests {
             try #require(ready, "workers did not start consuming; logs in \(FileManager.default.temporaryDirectory.path)/\(vhost)-worker-*.log")
         }
 
-        func kill(_ process: Process) {
-            Foundation.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-
         func stop() {
             let processes = workers.withLock { $0 }
             for process in processes where process.isRunning { process.terminate() }
@@ -103,7 +98,9 @@ struct FleetEndToEndTests {
     }
 
     /// Runs the simulation and checks everything the fleet promises.
-    static func runAndCheck(fleet: Fleet, settings: SimulationSettings, workers: Int, killOneMidway: Bool) async throws {
+    /// - Parameter stopOneMidway: a signal sent to the first worker a third of the way through (another worker
+    ///   then takes its place): SIGKILL for a crash, SIGTERM for a graceful stop that must drain and exit 0.
+    static func runAndCheck(fleet: Fleet, settings: SimulationSettings, workers: Int, stopOneMidway: Int32?) async throws {
         let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
         let admin = try await AMQPConnection.connect(url: fleet.amqpURL)
         var started: [Process] = []
@@ -111,18 +108,24 @@ struct FleetEndToEndTests {
         let first = started[0]
         try await fleet.waitUntilConsuming(workers, topology: topology, connection: admin)
 
-        let killed = Mutex(false)
+        let stopped = Mutex(false)
         let report = try await SimulationDriver.run(settings: settings, topology: topology, amqpURL: fleet.amqpURL, timeout: .seconds(400),
                                                     logger: Logger(label: "test.simulator")) { ended, total in
-            // A third of the way through, a worker dies without warning and another takes its place.
-            guard killOneMidway, ended * 3 >= total, !killed.withLock({ $0 }) else { return }
-            killed.withLock { $0 = true }
-            fleet.kill(first)
+            // A third of the way through, a worker stops (dies, or is asked to) and another takes its place.
+            guard let signal = stopOneMidway, ended * 3 >= total, !stopped.withLock({ $0 }) else { return }
+            stopped.withLock { $0 = true }
             _ = try? fleet.startWorker()
+            Foundation.kill(first.processIdentifier, signal)
         }
         #expect(report.finished, "not every process ended: \(report.summary)")
         #expect(report.mismatches.count == 0, "\(report.summary)")
-        if killOneMidway { #expect(killed.withLock { $0 }) }
+        if let signal = stopOneMidway {
+            #expect(stopped.withLock { $0 })
+            first.waitUntilExit()
+            if signal == SIGTERM {
+                #expect(first.terminationReason == .exit && first.terminationStatus == 0, "a worker asked to stop must drain and exit 0")
+            }
+        }
 
         // Nothing left in any queue but the dead letters sent on purpose (timeouts of ended processes still
         // travel the delay levels for a while, then are ignored).
@@ -185,9 +188,11 @@ struct FleetEndToEndTests {
         let url = (ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet") + "?schema=\(schema)"
         let fleet = try Fleet(storeURL: url)
         defer { fleet.stop() }
-        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 7), workers: 3, killOneMidway: true)
+        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 7), workers: 3, stopOneMidway: SIGKILL)
     }
 
+    /// One worker at a time on the embedded store; a third of the way through it is stopped with SIGTERM
+    /// (it drains and exits 0) and a new one carries on.
     @Test func oneWorkerOnTheEmbeddedSQLiteStore() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-e2e-\(UUID().uuidString).sqlite").path
         let fleet = try Fleet(storeURL: path)
@@ -195,6 +200,6 @@ struct FleetEndToEndTests {
             fleet.stop()
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
         }
-        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 8), workers: 1, killOneMidway: false)
+        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 8), workers: 1, stopOneMidway: SIGTERM)
     }
 }

@@ -157,7 +157,7 @@ struct TopologyTests {
 
     /// `rabbitmqctl import_definitions topology.json` (the file unchanged) and the fleet's own declaration give
     /// the broker the same exchanges, queues (with their arguments) and bindings.
-    @Test(.timeLimit(.minutes(2)))
+    @Test(.timeLimit(.minutes(5)))
     func rabbitmqImportAndTheFleetsDeclarationAgree() async throws {
         let topology = try Topology.load(contentsOf: Self.fileURL)
         try TestBroker.sharedControl("import_definitions", Self.fileURL.path)
