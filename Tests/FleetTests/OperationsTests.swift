@@ -68,8 +68,13 @@ struct OperationsParsingTests {
 /// Replays and dead-letter requeues against a real broker and store.
 @Suite("Operations: replay and dead letters", .serialized, .timeLimit(.minutes(10)))
 struct OperationsReplayTests {
-    /// How many events the idempotency test replays and how many dead letters it requeues.
+    /// How many events the checkpoint test replays.
     static let replayedEvents = Int(ProcessInfo.processInfo.environment["FLEET_OPS_EVENTS"] ?? "") ?? 10_000
+    /// How many events the fleet test replays (three times over: workload, store, stream). 10,000 passes in
+    /// about 200 s on a shared 2-core machine; the default keeps the suite near a minute.
+    /// `FLEET_OPS_FLEET_EVENTS=10000` runs the full scale.
+    static let fleetReplayedEvents = Int(ProcessInfo.processInfo.environment["FLEET_OPS_FLEET_EVENTS"] ?? "") ?? 3_000
+    /// How many dead letters the fleet test requeues.
     static let deadLetters = Int(ProcessInfo.processInfo.environment["FLEET_OPS_DEAD_LETTERS"] ?? "") ?? 1_000
 
     static func temporaryStorePath() -> String {
@@ -181,7 +186,7 @@ struct OperationsReplayTests {
     }
 
     @Test func replaysFromTheStoreAndTheStreamHaveNoNewEffectAndRequeuedDeadLettersAreProcessedOnce() async throws {
-        let total = Self.replayedEvents, deadLetterCount = Self.deadLetters
+        let total = Self.fleetReplayedEvents, deadLetterCount = Self.deadLetters
         let schema = "ops_\(UUID().uuidString.prefix(8).lowercased())"
         let workerStoreURL = (ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet") + "?schema=\(schema)"
         let fleet = try FleetEndToEndTests.Fleet(storeURL: workerStoreURL)

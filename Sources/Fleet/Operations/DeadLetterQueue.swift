@@ -29,7 +29,7 @@ public struct DeadLetterQueue: Sendable {
     public func list(limit: Int = 1000) async throws -> [DeadLetter] {
         guard limit > 0 else { throw OperationsError(.invalidArgument, "--limit must be at least 1") }
         let taken = try await take(limit: limit)
-        defer { giveBack(taken) }
+        await giveBack(taken)
         return taken.map { DeadLetter(properties: $0.properties, body: $0.body) }
     }
 
@@ -37,7 +37,7 @@ public struct DeadLetterQueue: Sendable {
     /// - Throws: ``OperationsError/Code/notFound`` when no dead letter has that id.
     public func show(messageID: String) async throws -> DeadLetter {
         let taken = try await take(limit: Int.max)
-        defer { giveBack(taken) }
+        await giveBack(taken)
         guard let match = taken.first(where: { $0.properties.messageID == messageID }) else {
             throw OperationsError(.notFound, "no dead letter with message id \"\(messageID)\" in \(queue)")
         }
@@ -67,7 +67,7 @@ public struct DeadLetterQueue: Sendable {
             do {
                 next = try await connection.get(queue: queue)
             } catch {
-                giveBack(held + batch.map(\.delivery))
+                await giveBack(held + batch.map(\.delivery))
                 await publisher?.close()
                 throw error
             }
@@ -101,7 +101,7 @@ public struct DeadLetterQueue: Sendable {
             await flush(&batch, publisher: publisher, held: &held, report: &report)
             await publisher.close()
         }
-        giveBack(held)
+        await giveBack(held)
         progress(report)
         return report
     }
@@ -148,25 +148,33 @@ public struct DeadLetterQueue: Sendable {
         return Int(try await connection.purgeQueue(queue))
     }
 
-    /// Takes up to `limit` of the messages in the queue now, unacknowledged, so none is taken twice.
+    /// Takes up to `limit` messages, unacknowledged, so none is taken twice, until the queue has none ready.
     private func take(limit: Int) async throws -> [AMQPDelivery] {
-        let total = min(try await count(), limit)
+        _ = try await count()
         var taken: [AMQPDelivery] = []
         do {
-            while taken.count < total {
+            while taken.count < limit {
                 guard let delivery = try await connection.get(queue: queue) else { break }
                 taken.append(delivery)
             }
         } catch {
-            giveBack(taken)
+            await giveBack(taken)
             throw error
         }
         return taken
     }
 
-    /// Puts messages back in the queue.
-    private func giveBack(_ deliveries: [AMQPDelivery]) {
+    /// Puts messages back in the queue, and waits (a few seconds at most) until the broker shows them ready
+    /// again: a `nack` is one-way, and the next command on this connection must see them.
+    private func giveBack(_ deliveries: [AMQPDelivery]) async {
+        guard !deliveries.isEmpty else { return }
+        let before = (try? await count()) ?? 0
         for delivery in deliveries { try? delivery.nack(requeue: true) }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(5))
+        while ContinuousClock.now < deadline {
+            if let now = try? await count(), now >= before + deliveries.count { return }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     /// The state of `queue`, or ``OperationsError/Code/notFound``.
