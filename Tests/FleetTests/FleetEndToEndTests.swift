@@ -4,6 +4,9 @@ import Fleet
 import FleetSimulation
 import FleetTestSupport
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Logging
 import OrderFulfillment
 import Synchronization
@@ -37,7 +40,7 @@ struct FleetEndToEndTests {
 
         /// Starts one more worker.
         @discardableResult
-        func startWorker() throws -> Process {
+        func startWorker(extraArguments: [String] = []) throws -> Process {
             let index = started.withLock { count in
                 count += 1
                 return count
@@ -47,7 +50,7 @@ struct FleetEndToEndTests {
             process.arguments = [
                 "worker", "--http-port", "0", "--worker-id", "\(vhost)-worker-\(index)",
                 "--order-step-timeout", "60", "--order-retries", "2", "--order-retry-delay", "1", "--order-deadline", "600",
-            ]
+            ] + extraArguments
             var environment = ProcessInfo.processInfo.environment
             environment["FLEET_AMQP_URL"] = amqpURL
             environment["FLEET_STORE_URL"] = storeURL
@@ -181,6 +184,49 @@ struct FleetEndToEndTests {
         }
         for delivery in deliveries { try delivery.nack(requeue: true) }
         return reasons
+    }
+
+    /// `/health/live`, `/health/ready` and `/metrics` of a running worker, with the metrics of a message it handled.
+    @Test func aWorkerServesHealthAndMetrics() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-http-\(UUID().uuidString).sqlite").path
+        let fleet = try Fleet(storeURL: path)
+        defer {
+            fleet.stop()
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        }
+        let port = Int.random(in: 20_000..<30_000)
+        let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
+        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+        let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
+        try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+
+        func get(_ path: String) async throws -> (Int, String) {
+            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+        }
+        #expect(try await get("/health/live").0 == 200)
+        #expect(try await get("/health/ready").0 == 200)
+        #expect(try await get("/nothing-here").0 == 404)
+
+        let publisher = try await connection.makePublisher()
+        var properties = AMQPProperties.persistent
+        properties.contentType = "application/json"
+        properties.type = "OrderPlaced"
+        properties.messageID = "http-test-order"
+        try await publisher.publish(#"{"order_id":"http-1"}"#, exchange: "domain.events", routingKey: "order.placed", properties: properties)
+        var metrics = ""
+        let handled = try await TestBroker.eventually(30) {
+            metrics = try await get("/metrics").1
+            return metrics.contains("eventcore_processes_started_total") && metrics.contains("fleet_messages_acked_total")
+        }
+        #expect(handled, "metrics after one message: \(metrics.prefix(2000))")
+        for name in ["fleet_messages_consumed_total", "fleet_handler_duration_seconds", "fleet_publications_total", "fleet_timeouts_scheduled_total"] {
+            #expect(metrics.contains(name), "\(name) missing")
+        }
+        await connection.close()
+        worker.terminate()
+        worker.waitUntilExit()
+        #expect(worker.terminationStatus == 0)
     }
 
     @Test func threeWorkersOnPostgreSQLWithOneKilledMidway() async throws {
