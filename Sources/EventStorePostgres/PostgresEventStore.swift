@@ -169,7 +169,7 @@ public final class PostgresEventStore: EventStore {
                 WHERE global_position BETWEEN \(first) AND \(last) ORDER BY global_position
                 """)
         }
-        return AppendResult(outcome: .duplicate, events: events, streamVersions: try Self.decodeVersions(versions))
+        return AppendResult(outcome: .duplicate, events: events, streamVersions: try StreamVersionsCoding.decode(versions))
     }
 
     private func fetch(_ query: PostgresQuery) async throws -> [StoredEvent] {
@@ -309,20 +309,6 @@ public final class PostgresEventStore: EventStore {
     }
 
     // MARK: Errors
-
-    static func decodeVersions(_ text: String) throws(EventStoreError) -> [StreamID: Int] {
-        guard let plain = try? JSONDecoder().decode([String: Int].self, from: Data(text.utf8)) else {
-            throw EventStoreError(.corruptedRecord, "the stream versions recorded with an idempotency key cannot be read")
-        }
-        var versions: [StreamID: Int] = [:]
-        for (stream, version) in plain {
-            guard let id = try? StreamID(stream) else {
-                throw EventStoreError(.corruptedRecord, "a stream id recorded with an idempotency key is invalid")
-            }
-            versions[id] = version
-        }
-        return versions
-    }
 
     static func mapError(_ error: any Error, _ message: String) -> EventStoreError {
         if let error = error as? EventStoreError { return error }

@@ -425,33 +425,6 @@ public final class SQLiteEventStore: EventStore {
     }
 }
 
-/// The JSON form of a stream-to-version map kept with an idempotency key.
-enum StreamVersionsCoding {
-    static func encode(_ versions: [StreamID: Int]) throws(EventStoreError) -> String {
-        let plain = Dictionary(uniqueKeysWithValues: versions.map { ($0.key.rawValue, $0.value) })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        guard let data = try? encoder.encode(plain), let text = String(data: data, encoding: .utf8) else {
-            throw EventStoreError(.encodingFailed, "stream versions could not be encoded")
-        }
-        return text
-    }
-
-    static func decode(_ text: String) throws(EventStoreError) -> [StreamID: Int] {
-        guard let plain = try? JSONDecoder().decode([String: Int].self, from: Data(text.utf8)) else {
-            throw EventStoreError(.corruptedRecord, "the stream versions recorded with an idempotency key cannot be read")
-        }
-        var versions: [StreamID: Int] = [:]
-        for (stream, version) in plain {
-            guard let id = try? StreamID(stream) else {
-                throw EventStoreError(.corruptedRecord, "a stream id recorded with an idempotency key is invalid")
-            }
-            versions[id] = version
-        }
-        return versions
-    }
-}
-
 /// A thread-safe round-robin counter.
 final class Counter: Sendable {
     private let value = Mutex(0)
