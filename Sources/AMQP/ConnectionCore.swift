@@ -607,7 +607,7 @@ final class ConnectionCore: @unchecked Sendable {
         }
         if publisher.confirms {
             publisher.nextSequence += 1
-            publisher.pending[sequence] = PublisherState.Pending(completion: message.completion)
+            publisher.pending.append((sequence, PublisherState.Pending(completion: message.completion)))
         } else {
             message.completion(.success(()))
         }
@@ -867,7 +867,7 @@ final class ConnectionCore: @unchecked Sendable {
             let error = AMQPError(.messageReturned, operation: "publish to \(exchange) with key \(routingKey)",
                                   replyCode: replyCode, replyText: replyText)
             if let sequence {
-                publisher.pending[UInt64(sequence)]?.returned = error
+                publisher.markReturned(UInt64(sequence), error: error)
             }
         }
     }

@@ -68,7 +68,9 @@ final class PublisherState: @unchecked Sendable {
     let window: Int
     var channel: UInt16?
     var nextSequence: UInt64 = 1
-    var pending: [UInt64: Pending] = [:]
+    /// Messages waiting for their confirm, in sequence order (sequences only grow, so appending keeps it
+    /// sorted and a `multiple` confirm settles a prefix).
+    var pending: [(sequence: UInt64, entry: Pending)] = []
     var backlog: [OutgoingMessage] = []
 
     init(confirms: Bool, window: Int) {
@@ -79,16 +81,31 @@ final class PublisherState: @unchecked Sendable {
     /// Resolves the messages a `basic.ack` or `basic.nack` covers.
     func confirm(upTo tag: UInt64, multiple: Bool, error: AMQPError?) {
         if multiple {
-            for sequence in pending.keys where sequence <= tag {
-                resolve(sequence, error: error)
-            }
-        } else {
-            resolve(tag, error: error)
+            let count = pending.prefix { $0.sequence <= tag }.count
+            let settled = pending.prefix(count)
+            pending.removeFirst(count)
+            for (_, entry) in settled { resolve(entry, error: error) }
+        } else if let index = index(of: tag) {
+            let entry = pending.remove(at: index).entry
+            resolve(entry, error: error)
         }
     }
 
-    private func resolve(_ sequence: UInt64, error: AMQPError?) {
-        guard let entry = pending.removeValue(forKey: sequence) else { return }
+    /// Marks the message with `sequence` as returned by the broker; its confirm then fails with `error`.
+    func markReturned(_ sequence: UInt64, error: AMQPError) {
+        if let index = index(of: sequence) { pending[index].entry.returned = error }
+    }
+
+    private func index(of sequence: UInt64) -> Int? {
+        var low = 0, high = pending.count
+        while low < high {
+            let middle = (low + high) / 2
+            if pending[middle].sequence < sequence { low = middle + 1 } else { high = middle }
+        }
+        return low < pending.count && pending[low].sequence == sequence ? low : nil
+    }
+
+    private func resolve(_ entry: Pending, error: AMQPError?) {
         if let failure = error ?? entry.returned {
             entry.completion(.failure(failure))
         } else {
@@ -98,10 +115,10 @@ final class PublisherState: @unchecked Sendable {
 
     /// Fails every message whose confirm can no longer come: its outcome is unknown, so it must be sent again.
     func connectionLost(_ error: AMQPError) {
-        let waiting = pending.values
-        pending = [:]
+        let waiting = pending
+        pending = []
         channel = nil
-        for entry in waiting { entry.completion(.failure(error)) }
+        for (_, entry) in waiting { entry.completion(.failure(error)) }
     }
 }
 
