@@ -142,20 +142,10 @@ public struct SagaRunner: Sendable {
     private func runStep(_ index: Int, _ step: SagaStep, state: SagaState, sagaID: StreamID, policy: RetryPolicy) async throws -> Int {
         if !state.startedSteps.contains(index) { _ = try await record(.stepStarted(index), in: sagaID, businessID: state.businessID) }
         let options = try options(sagaID: sagaID, state: state, key: "step-\(index)")
-        var attempt = 1
-        while true {
-            do {
-                _ = try await step.command.execute(on: executor, options: options)
-                break
-            } catch where Self.isTransient(error) {
-                guard policy.allowsRetry(afterAttempt: attempt) else { throw error }
-                try await sleeper.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: 0))
-                attempt += 1
-            } catch {
-                return try await record(.stepFailed(index, reason: String(describing: error)), in: sagaID, businessID: state.businessID)
-            }
+        if let refusal = try await executeRetryingTransientFailures(step.command, options: options, policy: policy) {
+            return try await record(.stepFailed(index, reason: String(describing: refusal)), in: sagaID, businessID: state.businessID)
         }
-        // Outside the `do`: failing to record a step that committed is no failure of the step.
+        // Not inside the execution's error handling: failing to record a step that committed is no failure of the step.
         return try await record(.stepSucceeded(index), in: sagaID, businessID: state.businessID)
     }
 
@@ -168,25 +158,34 @@ public struct SagaRunner: Sendable {
     private func compensateStep(_ index: Int, _ step: SagaStep, state: SagaState, sagaID: StreamID, policy: RetryPolicy) async throws -> Int {
         if !state.compensationsStarted.contains(index) { _ = try await record(.compensationStarted(index), in: sagaID, businessID: state.businessID) }
         let options = try options(sagaID: sagaID, state: state, key: "compensation-\(index)")
+        if let refusal = try await executeRetryingTransientFailures(step.compensation, options: options, policy: policy) {
+            let version = try await record(.compensationFailed(index, reason: String(describing: refusal)), in: sagaID, businessID: state.businessID)
+            let attempts = state.compensationFailures[index, default: 0] + 1
+            if policy.allowsRetry(afterAttempt: attempts) {
+                try await sleeper.sleep(for: policy.delay(beforeRetry: attempts, unitRandom: 0))
+            }
+            return version
+        }
+        return try await record(.compensationSucceeded(index), in: sagaID, businessID: state.businessID)
+    }
+
+    /// Executes `command`, retrying transient store failures in place under `policy` and rethrowing the last one
+    /// when they outlast it. Returns nil when the command committed (or found its earlier commit), or the
+    /// business refusal it threw, for the caller to record.
+    private func executeRetryingTransientFailures(_ command: SagaCommand, options: ExecutionOptions, policy: RetryPolicy) async throws -> (any Error)? {
         var attempt = 1
         while true {
             do {
-                _ = try await step.compensation.execute(on: executor, options: options)
-                break
+                _ = try await command.execute(on: executor, options: options)
+                return nil
             } catch where Self.isTransient(error) {
                 guard policy.allowsRetry(afterAttempt: attempt) else { throw error }
                 try await sleeper.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: 0))
                 attempt += 1
             } catch {
-                let version = try await record(.compensationFailed(index, reason: String(describing: error)), in: sagaID, businessID: state.businessID)
-                let attempts = state.compensationFailures[index, default: 0] + 1
-                if policy.allowsRetry(afterAttempt: attempts) {
-                    try await sleeper.sleep(for: policy.delay(beforeRetry: attempts, unitRandom: 0))
-                }
-                return version
+                return error
             }
         }
-        return try await record(.compensationSucceeded(index), in: sagaID, businessID: state.businessID)
     }
 
     /// Whether `error` says nothing about the step or compensation that threw it: a retryable store error (a
