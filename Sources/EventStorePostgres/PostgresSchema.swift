@@ -31,7 +31,14 @@ struct PostgresSchema {
     /// Migrations in order, each a list of statements; migration n (1-based) is recorded as version n in
     /// `schema_migrations`.
     var migrations: [[String]] {
-        [migration1, migration2]
+        [migration1, migration2, migration3]
+    }
+
+    /// Migration 3 replaces `append_events` with the version that creates new stream rows in id order; before
+    /// it, two appends creating the same new streams could deadlock, and an append without expectations could
+    /// fail with a conflict.
+    private var migration3: [String] {
+        [appendFunction(replacing: true)]
     }
 
     /// `append_events_committed`: the append function followed by COMMIT inside a procedure, so the server
@@ -98,110 +105,7 @@ struct PostgresSchema {
                 recorded_at_us int8 NOT NULL
             )
             """,
-            """
-            CREATE FUNCTION \(quoted).append_events(
-                p_streams text[], p_expected int8[],
-                p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
-                p_correlation text[], p_causation text[], p_source text[], p_traceparent text[],
-                p_recorded_at_us int8, p_key text
-            ) RETURNS TABLE (outcome text, first_position int8, last_position int8, versions int8[], recorded_versions text)
-            LANGUAGE plpgsql AS $body$
-            DECLARE
-                v_count int := coalesce(array_length(p_event_ids, 1), 0);
-                v_first int8;
-                v_actual int8[];
-                v_record record;
-                v_last int8;
-                v_called bool;
-                v_found int8;
-            BEGIN
-                IF p_key <> '' THEN
-                    SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
-                        FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_key;
-                    IF FOUND THEN
-                        RETURN QUERY SELECT 'duplicate'::text, v_record.first_position, v_record.last_position, NULL::int8[], v_record.stream_versions;
-                        RETURN;
-                    END IF;
-                END IF;
-
-                -- A block of positions, and the in-flight marker readers respect (see the type's documentation).
-                IF v_count > 0 THEN
-                    PERFORM pg_advisory_lock(\(positionLockKey));
-                    BEGIN
-                        SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
-                        v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
-                        PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
-                        -- Under the lock nobody else advances the sequence, so these are v_first, v_first + 1, ...
-                        PERFORM nextval('\(quoted).global_positions') FROM generate_series(1, v_count);
-                    EXCEPTION WHEN OTHERS THEN
-                        PERFORM pg_advisory_unlock(\(positionLockKey));
-                        RAISE;
-                    END;
-                    PERFORM pg_advisory_unlock(\(positionLockKey));
-                END IF;
-
-                -- Lock every stream of the request in id order (one order for everyone, so appends do not
-                -- deadlock) and read the versions they hold under the lock. Streams seen for the first time get
-                -- a row first; creating them out of order can deadlock, which the server detects and the store
-                -- reports as a retryable conflict.
-                SELECT count(*) INTO v_found FROM (
-                    SELECT 1 FROM \(quoted).streams s WHERE s.stream_id = ANY(p_streams) ORDER BY s.stream_id FOR UPDATE
-                ) locked;
-                IF v_found < cardinality(p_streams) THEN
-                    INSERT INTO \(quoted).streams AS s (stream_id, version)
-                        SELECT t.id, 0 FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord) ORDER BY t.ord
-                        ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
-                END IF;
-                SELECT coalesce(array_agg(coalesce(s.version, 0) ORDER BY t.ord), '{}') INTO v_actual
-                    FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord)
-                    LEFT JOIN \(quoted).streams s ON s.stream_id = t.id;
-
-                IF EXISTS (SELECT 1 FROM unnest(p_expected, v_actual) AS c(expected, actual)
-                           WHERE c.expected >= 0 AND c.expected <> c.actual) THEN
-                    IF p_key <> '' THEN
-                        SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
-                            FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_key;
-                        IF FOUND THEN
-                            RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
-                        END IF;
-                    END IF;
-                    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: version conflict',
-                        DETAIL = array_to_string(v_actual, ',');
-                END IF;
-
-                IF v_count > 0 THEN
-                    INSERT INTO \(quoted).events (global_position, event_id, stream_id, stream_version, event_type, payload,
-                            correlation_id, causation_id, source_message_id, traceparent, recorded_at_us)
-                        SELECT v_first + e.ord - 1, e.id, e.stream,
-                               a.version + row_number() OVER (PARTITION BY e.stream ORDER BY e.ord),
-                               e.type, e.payload, nullif(e.corr, ''), nullif(e.caus, ''), nullif(e.src, ''), nullif(e.tp, ''),
-                               p_recorded_at_us
-                        FROM unnest(p_event_ids, p_event_streams, p_types, p_payloads, p_correlation, p_causation, p_source, p_traceparent)
-                                 WITH ORDINALITY AS e(id, stream, type, payload, corr, caus, src, tp, ord)
-                        JOIN unnest(p_streams, v_actual) AS a(stream_id, version) ON a.stream_id = e.stream;
-                    UPDATE \(quoted).streams s SET version = s.version + c.n
-                        FROM (SELECT w.stream, count(*) AS n FROM unnest(p_event_streams) AS w(stream) GROUP BY w.stream) c
-                        WHERE s.stream_id = c.stream;
-                END IF;
-
-                IF p_key <> '' THEN
-                    INSERT INTO \(quoted).idempotency_keys (idempotency_key, first_position, last_position, stream_versions, recorded_at_us)
-                        SELECT p_key, v_first, v_first + v_count - 1,
-                               coalesce((SELECT json_object_agg(a.stream_id, a.version + coalesce(c.n, 0) ORDER BY a.stream_id)
-                                         FROM unnest(p_streams, v_actual) AS a(stream_id, version)
-                                         LEFT JOIN (SELECT w.stream, count(*) AS n FROM unnest(p_event_streams) AS w(stream) GROUP BY w.stream) c
-                                                ON c.stream = a.stream_id)::text, '{}'),
-                               p_recorded_at_us
-                        ON CONFLICT (idempotency_key) DO NOTHING;
-                    IF NOT FOUND THEN
-                        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
-                    END IF;
-                END IF;
-
-                RETURN QUERY SELECT 'committed'::text, v_first, v_first + v_count - 1, v_actual, NULL::text;
-            END
-            $body$
-            """,
+            appendFunction(replacing: false),
             """
             CREATE FUNCTION \(quoted).read_events(
                 p_after int8, p_limit int8, p_types text[], p_from_us int8, p_before_us int8
@@ -230,5 +134,115 @@ struct PostgresSchema {
             $body$
             """,
         ]
+    }
+
+    /// `append_events`: the whole append (idempotency check, positions, stream locks, conflict check, inserts)
+    /// as one function, so an append is one round trip.
+    private func appendFunction(replacing: Bool) -> String {
+        """
+        CREATE \(replacing ? "OR REPLACE " : "")FUNCTION \(quoted).append_events(
+            p_streams text[], p_expected int8[],
+            p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
+            p_correlation text[], p_causation text[], p_source text[], p_traceparent text[],
+            p_recorded_at_us int8, p_key text
+        ) RETURNS TABLE (outcome text, first_position int8, last_position int8, versions int8[], recorded_versions text)
+        LANGUAGE plpgsql AS $body$
+        DECLARE
+            v_count int := coalesce(array_length(p_event_ids, 1), 0);
+            v_first int8;
+            v_actual int8[];
+            v_record record;
+            v_last int8;
+            v_called bool;
+            v_found int8;
+        BEGIN
+            IF p_key <> '' THEN
+                SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
+                    FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_key;
+                IF FOUND THEN
+                    RETURN QUERY SELECT 'duplicate'::text, v_record.first_position, v_record.last_position, NULL::int8[], v_record.stream_versions;
+                    RETURN;
+                END IF;
+            END IF;
+
+            -- A block of positions, and the in-flight marker readers respect (see the type's documentation).
+            IF v_count > 0 THEN
+                PERFORM pg_advisory_lock(\(positionLockKey));
+                BEGIN
+                    SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
+                    v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
+                    PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
+                    -- Under the lock nobody else advances the sequence, so these are v_first, v_first + 1, ...
+                    PERFORM nextval('\(quoted).global_positions') FROM generate_series(1, v_count);
+                EXCEPTION WHEN OTHERS THEN
+                    PERFORM pg_advisory_unlock(\(positionLockKey));
+                    RAISE;
+                END;
+                PERFORM pg_advisory_unlock(\(positionLockKey));
+            END IF;
+
+            -- Lock every stream of the request in id order (one order for everyone, so appends do not
+            -- deadlock) and read the versions they hold under the lock. Streams seen for the first time get
+            -- a row, created in the same id order: a concurrent append creating the same stream waits for
+            -- this one instead of locking the two rows in opposite orders. (ON CONFLICT DO UPDATE ... WHERE
+            -- false locks a row another append created meanwhile, without changing it.)
+            SELECT count(*) INTO v_found FROM (
+                SELECT 1 FROM \(quoted).streams s WHERE s.stream_id = ANY(p_streams) ORDER BY s.stream_id FOR UPDATE
+            ) locked;
+            IF v_found < cardinality(p_streams) THEN
+                INSERT INTO \(quoted).streams AS s (stream_id, version)
+                    SELECT t.id, 0 FROM unnest(p_streams) AS t(id) ORDER BY t.id
+                    ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+            END IF;
+            SELECT coalesce(array_agg(coalesce(s.version, 0) ORDER BY t.ord), '{}') INTO v_actual
+                FROM unnest(p_streams) WITH ORDINALITY AS t(id, ord)
+                LEFT JOIN \(quoted).streams s ON s.stream_id = t.id;
+
+            IF EXISTS (SELECT 1 FROM unnest(p_expected, v_actual) AS c(expected, actual)
+                       WHERE c.expected >= 0 AND c.expected <> c.actual) THEN
+                IF p_key <> '' THEN
+                    SELECT k.first_position, k.last_position, k.stream_versions INTO v_record
+                        FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_key;
+                    IF FOUND THEN
+                        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
+                    END IF;
+                END IF;
+                RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: version conflict',
+                    DETAIL = array_to_string(v_actual, ',');
+            END IF;
+
+            IF v_count > 0 THEN
+                INSERT INTO \(quoted).events (global_position, event_id, stream_id, stream_version, event_type, payload,
+                        correlation_id, causation_id, source_message_id, traceparent, recorded_at_us)
+                    SELECT v_first + e.ord - 1, e.id, e.stream,
+                           a.version + row_number() OVER (PARTITION BY e.stream ORDER BY e.ord),
+                           e.type, e.payload, nullif(e.corr, ''), nullif(e.caus, ''), nullif(e.src, ''), nullif(e.tp, ''),
+                           p_recorded_at_us
+                    FROM unnest(p_event_ids, p_event_streams, p_types, p_payloads, p_correlation, p_causation, p_source, p_traceparent)
+                             WITH ORDINALITY AS e(id, stream, type, payload, corr, caus, src, tp, ord)
+                    JOIN unnest(p_streams, v_actual) AS a(stream_id, version) ON a.stream_id = e.stream;
+                UPDATE \(quoted).streams s SET version = s.version + c.n
+                    FROM (SELECT w.stream, count(*) AS n FROM unnest(p_event_streams) AS w(stream) GROUP BY w.stream) c
+                    WHERE s.stream_id = c.stream;
+            END IF;
+
+            IF p_key <> '' THEN
+                INSERT INTO \(quoted).idempotency_keys (idempotency_key, first_position, last_position, stream_versions, recorded_at_us)
+                    SELECT p_key, v_first, v_first + v_count - 1,
+                           coalesce((SELECT json_object_agg(a.stream_id, a.version + coalesce(c.n, 0) ORDER BY a.stream_id)
+                                     FROM unnest(p_streams, v_actual) AS a(stream_id, version)
+                                     LEFT JOIN (SELECT w.stream, count(*) AS n FROM unnest(p_event_streams) AS w(stream) GROUP BY w.stream) c
+                                            ON c.stream = a.stream_id)::text, '{}'),
+                           p_recorded_at_us
+                    ON CONFLICT (idempotency_key) DO NOTHING;
+                IF NOT FOUND THEN
+                    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
+                END IF;
+            END IF;
+
+            RETURN QUERY SELECT 'committed'::text, v_first, v_first + v_count - 1, v_actual, NULL::text;
+        END
+        $body$
+        """
     }
 }

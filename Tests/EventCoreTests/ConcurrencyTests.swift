@@ -96,8 +96,26 @@ struct ConcurrencyTests {
             processes.append((process, output, status))
         }
         var results: [TransferWorkload.Statistics] = []
-        for (_, output, status) in processes {
-            let code = await status.value
+        for (process, output, status) in processes {
+            // A worker that has not finished after ten minutes is stuck: it is killed, and the test fails
+            // instead of waiting forever.
+            let code = await withTaskGroup(of: Int32?.self) { group in
+                group.addTask { await status.value }
+                group.addTask {
+                    try? await Task.sleep(for: .seconds(600))
+                    if Task.isCancelled { return nil }
+                    kill(process.processIdentifier, SIGKILL)
+                    return nil
+                }
+                var code: Int32?
+                for await finished in group {
+                    if let finished {
+                        code = finished
+                        group.cancelAll()
+                    }
+                }
+                return code ?? -1
+            }
             guard code == 0 else { throw TestFailure("worker exited with status \(code)") }
             // The worker has exited, so its output is complete and reading it does not wait.
             let data = output.fileHandleForReading.readDataToEndOfFile()

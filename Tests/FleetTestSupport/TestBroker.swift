@@ -45,44 +45,36 @@ public enum TestBroker {
 
     /// Runs `rabbitmqctl` against the disruptive node through the project's script.
     @discardableResult
-    public static func disruptiveControl(_ arguments: String...) throws -> String {
-        try control(arguments, disruptive: true)
+    public static func disruptiveControl(_ arguments: String...) async throws -> String {
+        try await control(arguments, disruptive: true)
     }
 
     /// Runs `rabbitmqctl` against the shared node through the project's script.
     @discardableResult
-    public static func sharedControl(_ arguments: String...) throws -> String {
-        try control(arguments, disruptive: false)
+    public static func sharedControl(_ arguments: String...) async throws -> String {
+        try await control(arguments, disruptive: false)
     }
 
     /// Runs `rabbitmqctl` against the shared node through the project's script.
     @discardableResult
-    public static func sharedControl(_ arguments: [String]) throws -> String {
-        try control(arguments, disruptive: false)
+    public static func sharedControl(_ arguments: [String]) async throws -> String {
+        try await control(arguments, disruptive: false)
     }
 
-    private static func control(_ arguments: [String], disruptive: Bool) throws -> String {
-        let process = Process()
-        process.executableURL = repositoryRoot.appendingPathComponent("scripts/rabbitmq")
-        process.arguments = ["ctl"] + arguments
+    private static func control(_ arguments: [String], disruptive: Bool) async throws -> String {
         var environment = ProcessInfo.processInfo.environment
         if disruptive {
             environment["FLEET_RUN_DIR"] = disruptiveRunDirectory
             environment["RABBITMQ_NODE"] = "disruptive@localhost"
             environment["RABBITMQ_PORT"] = String(disruptivePort)
         }
-        process.environment = environment
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw TestFailure("rabbitmqctl \(arguments.joined(separator: " ")) failed: \(text)")
+        let outcome = try await ChildProcess.run(
+            repositoryRoot.appendingPathComponent("scripts/rabbitmq"), ["ctl"] + arguments, environment: environment, timeout: .seconds(180)
+        )
+        guard outcome.exited, outcome.status == 0, !outcome.timedOut else {
+            throw TestFailure("rabbitmqctl \(arguments.joined(separator: " ")) failed\(outcome.timedOut ? " (killed after 180 s)" : ""): \(outcome.output)")
         }
-        return text
+        return outcome.output
     }
 
     /// Waits until `condition` holds, checking every 50 ms, for at most `seconds`.

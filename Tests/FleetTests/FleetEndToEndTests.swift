@@ -24,10 +24,10 @@ struct FleetEndToEndTests {
         private let workers = Mutex<[Process]>([])
         private let started = Mutex(0)
 
-        init(storeURL: String) throws {
+        init(storeURL: String) async throws {
             vhost = TestBroker.uniqueName("fleet")
-            try TestBroker.sharedControl("add_vhost", vhost)
-            try TestBroker.sharedControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            try await TestBroker.sharedControl("add_vhost", vhost)
+            try await TestBroker.sharedControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
             amqpURL = "amqp://guest:guest@127.0.0.1:5672/\(vhost)"
             self.storeURL = storeURL
         }
@@ -80,11 +80,26 @@ struct FleetEndToEndTests {
             try #require(ready, "workers did not start consuming; logs in \(FileManager.default.temporaryDirectory.path)/\(vhost)-worker-*.log")
         }
 
-        func stop() {
+        /// Stops every worker (SIGTERM, then SIGKILL for one that has not drained within a minute) and
+        /// deletes the virtual host.
+        func stop() async {
             let processes = workers.withLock { $0 }
             for process in processes where process.isRunning { process.terminate() }
-            for process in processes { process.waitUntilExit() }
-            _ = try? TestBroker.sharedControl("delete_vhost", vhost)
+            for process in processes { await ChildProcess.waitForExit(process, timeout: .seconds(60)) }
+            _ = try? await TestBroker.sharedControl("delete_vhost", vhost)
+        }
+
+        /// Runs `body` with a new fleet and stops it afterwards, whether `body` succeeds or not.
+        static func with<T>(storeURL: String, _ body: (Fleet) async throws -> T) async throws -> T {
+            let fleet = try await Fleet(storeURL: storeURL)
+            do {
+                let value = try await body(fleet)
+                await fleet.stop()
+                return value
+            } catch {
+                await fleet.stop()
+                throw error
+            }
         }
     }
 
@@ -124,7 +139,7 @@ struct FleetEndToEndTests {
         #expect(report.mismatches.count == 0, "\(report.summary)")
         if let signal = stopOneMidway {
             #expect(stopped.withLock { $0 })
-            first.waitUntilExit()
+            await ChildProcess.waitForExit(first, timeout: .seconds(60))
             if signal == SIGTERM {
                 #expect(first.terminationReason == .exit && first.terminationStatus == 0, "a worker asked to stop must drain and exit 0")
             }
@@ -145,7 +160,7 @@ struct FleetEndToEndTests {
         let reasons = try await deadLetterReasons(admin, queue: topology.fleet.deadLetterQueue, count: Int(deadLetters))
         #expect(Set(reasons).isSubset(of: ["malformed-body", "unknown-type", "invalid-payload"]), "\(reasons)")
         await admin.close()
-        fleet.stop()
+        await fleet.stop()
 
         // The store: one effect per fact, and every process event the simulator saw is stored.
         let store = try await StoreConnection.open(fleet.storeURL, maximumPayloadBytes: 1 << 20, logger: Logger(label: "test.store"))
@@ -189,63 +204,59 @@ struct FleetEndToEndTests {
     /// `/health/live`, `/health/ready` and `/metrics` of a running worker, with the metrics of a message it handled.
     @Test func aWorkerServesHealthAndMetrics() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-http-\(UUID().uuidString).sqlite").path
-        let fleet = try Fleet(storeURL: path)
-        defer {
-            fleet.stop()
-            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-        }
-        let port = Int.random(in: 20_000..<30_000)
-        let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
-        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
-        let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
-        try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try await Fleet.with(storeURL: path) { fleet in
+            let port = Int.random(in: 20_000..<30_000)
+            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
+            let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
+            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
 
-        func get(_ path: String) async throws -> (Int, String) {
-            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-            return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
-        }
-        #expect(try await get("/health/live").0 == 200)
-        #expect(try await get("/health/ready").0 == 200)
-        #expect(try await get("/nothing-here").0 == 404)
+            func get(_ path: String) async throws -> (Int, String) {
+                let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+                return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+            }
+            #expect(try await get("/health/live").0 == 200)
+            #expect(try await get("/health/ready").0 == 200)
+            #expect(try await get("/nothing-here").0 == 404)
 
-        let publisher = try await connection.makePublisher()
-        var properties = AMQPProperties.persistent
-        properties.contentType = "application/json"
-        properties.type = "OrderPlaced"
-        properties.messageID = "http-test-order"
-        try await publisher.publish(#"{"order_id":"http-1"}"#, exchange: "domain.events", routingKey: "order.placed", properties: properties)
-        var metrics = ""
-        let handled = try await TestBroker.eventually(30) {
-            metrics = try await get("/metrics").1
-            return metrics.contains("eventcore_processes_started_total") && metrics.contains("fleet_messages_acked_total")
+            let publisher = try await connection.makePublisher()
+            var properties = AMQPProperties.persistent
+            properties.contentType = "application/json"
+            properties.type = "OrderPlaced"
+            properties.messageID = "http-test-order"
+            try await publisher.publish(#"{"order_id":"http-1"}"#, exchange: "domain.events", routingKey: "order.placed", properties: properties)
+            var metrics = ""
+            let handled = try await TestBroker.eventually(30) {
+                metrics = try await get("/metrics").1
+                return metrics.contains("eventcore_processes_started_total") && metrics.contains("fleet_messages_acked_total")
+            }
+            #expect(handled, "metrics after one message: \(metrics.prefix(2000))")
+            for name in ["fleet_messages_consumed_total", "fleet_handler_duration_seconds", "fleet_publications_total", "fleet_timeouts_scheduled_total"] {
+                #expect(metrics.contains(name), "\(name) missing")
+            }
+            await connection.close()
+            worker.terminate()
+            await ChildProcess.waitForExit(worker, timeout: .seconds(60))
+            #expect(worker.terminationStatus == 0)
         }
-        #expect(handled, "metrics after one message: \(metrics.prefix(2000))")
-        for name in ["fleet_messages_consumed_total", "fleet_handler_duration_seconds", "fleet_publications_total", "fleet_timeouts_scheduled_total"] {
-            #expect(metrics.contains(name), "\(name) missing")
-        }
-        await connection.close()
-        worker.terminate()
-        worker.waitUntilExit()
-        #expect(worker.terminationStatus == 0)
     }
 
     @Test func threeWorkersOnPostgreSQLWithOneKilledMidway() async throws {
         let schema = "e2e_\(UUID().uuidString.prefix(8).lowercased())"
         let url = (ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet") + "?schema=\(schema)"
-        let fleet = try Fleet(storeURL: url)
-        defer { fleet.stop() }
-        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 7), workers: 3, stopOneMidway: SIGKILL)
+        try await Fleet.with(storeURL: url) { fleet in
+            try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 7), workers: 3, stopOneMidway: SIGKILL)
+        }
     }
 
     /// One worker at a time on the embedded store; a third of the way through it is stopped with SIGTERM
     /// (it drains and exits 0) and a new one carries on.
     @Test func oneWorkerOnTheEmbeddedSQLiteStore() async throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-e2e-\(UUID().uuidString).sqlite").path
-        let fleet = try Fleet(storeURL: path)
-        defer {
-            fleet.stop()
-            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        try await Fleet.with(storeURL: path) { fleet in
+            try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 8), workers: 1, stopOneMidway: SIGTERM)
         }
-        try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 8), workers: 1, stopOneMidway: SIGTERM)
     }
 }

@@ -189,12 +189,16 @@ struct OperationsReplayTests {
         let total = Self.fleetReplayedEvents, deadLetterCount = Self.deadLetters
         let schema = "ops_\(UUID().uuidString.prefix(8).lowercased())"
         let workerStoreURL = (ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet") + "?schema=\(schema)"
-        let fleet = try FleetEndToEndTests.Fleet(storeURL: workerStoreURL)
         let sourcePath = Self.temporaryStorePath()
-        defer {
-            fleet.stop()
-            Self.removeStore(sourcePath)
+        defer { Self.removeStore(sourcePath) }
+        try await FleetEndToEndTests.Fleet.with(storeURL: workerStoreURL) { fleet in
+            try await Self.replayAndRequeue(fleet: fleet, workerStoreURL: workerStoreURL, sourcePath: sourcePath, total: total, deadLetterCount: deadLetterCount)
         }
+    }
+
+    static func replayAndRequeue(
+        fleet: FleetEndToEndTests.Fleet, workerStoreURL: String, sourcePath: String, total: Int, deadLetterCount: Int
+    ) async throws {
         let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
         let source = try await Self.announcementStore(sourcePath, count: total)
         let admin = try await AMQPConnection.connect(url: fleet.amqpURL)

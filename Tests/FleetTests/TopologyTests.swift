@@ -160,12 +160,21 @@ struct TopologyTests {
     @Test(.timeLimit(.minutes(5)))
     func rabbitmqImportAndTheFleetsDeclarationAgree() async throws {
         let topology = try Topology.load(contentsOf: Self.fileURL)
-        try TestBroker.sharedControl("import_definitions", Self.fileURL.path)
+        try await TestBroker.sharedControl("import_definitions", Self.fileURL.path)
 
         let vhost = TestBroker.uniqueName("declared")
-        try TestBroker.sharedControl("add_vhost", vhost)
-        defer { _ = try? TestBroker.sharedControl("delete_vhost", vhost) }
-        try TestBroker.sharedControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        try await TestBroker.sharedControl("add_vhost", vhost)
+        do {
+            try await Self.compareImportWithDeclaration(topology, vhost: vhost)
+            _ = try? await TestBroker.sharedControl("delete_vhost", vhost)
+        } catch {
+            _ = try? await TestBroker.sharedControl("delete_vhost", vhost)
+            throw error
+        }
+    }
+
+    static func compareImportWithDeclaration(_ topology: Topology, vhost: String) async throws {
+        try await TestBroker.sharedControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
         let connection = try await TestBroker.connect { $0.virtualHost = vhost }
         try await topology.declare(on: connection)
         await connection.close()
@@ -173,11 +182,12 @@ struct TopologyTests {
         let names = Set(topology.queues.map(\.name)).union(topology.exchanges.map(\.name))
         // Import is asynchronous: wait until every queue of the file exists in "/".
         let imported = try await TestBroker.eventually(30) {
-            Set(try Self.brokerState(vhost: "/", names: names).queues.map { $0.components(separatedBy: " ")[0] }).isSuperset(of: topology.queues.map(\.name))
+            Set(try await Self.brokerState(vhost: "/", names: names).queues.map { $0.components(separatedBy: " ")[0] })
+                .isSuperset(of: topology.queues.map(\.name))
         }
         #expect(imported)
-        let fromImport = try Self.brokerState(vhost: "/", names: names)
-        let fromFleet = try Self.brokerState(vhost: vhost, names: names)
+        let fromImport = try await Self.brokerState(vhost: "/", names: names)
+        let fromFleet = try await Self.brokerState(vhost: vhost, names: names)
         #expect(fromFleet.queues.count == topology.queues.count)
         #expect(fromFleet.exchanges.count == topology.exchanges.count)
         #expect(fromFleet.bindings.count == topology.bindings.count)
@@ -187,9 +197,9 @@ struct TopologyTests {
     }
 
     /// The broker's view of the entities named in `names`, as sorted lines of text.
-    static func brokerState(vhost: String, names: Set<String>) throws -> (queues: [String], exchanges: [String], bindings: [String]) {
-        func rows(_ arguments: String...) throws -> [[String: Any]] {
-            let text = try TestBroker.sharedControl(arguments + ["-p", vhost, "--formatter", "json", "-q"])
+    static func brokerState(vhost: String, names: Set<String>) async throws -> (queues: [String], exchanges: [String], bindings: [String]) {
+        func rows(_ arguments: String...) async throws -> [[String: Any]] {
+            let text = try await TestBroker.sharedControl(arguments + ["-p", vhost, "--formatter", "json", "-q"])
             return try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]] ?? []
         }
         func line(_ row: [String: Any], _ keys: [String]) -> String {
@@ -200,11 +210,11 @@ struct TopologyTests {
                 return "\(row[key] ?? "")"
             }.joined(separator: " ")
         }
-        let queues = try rows("list_queues", "name", "durable", "auto_delete", "arguments")
+        let queues = try await rows("list_queues", "name", "durable", "auto_delete", "arguments")
             .filter { names.contains($0["name"] as? String ?? "") }.map { line($0, ["name", "durable", "auto_delete", "arguments"]) }.sorted()
-        let exchanges = try rows("list_exchanges", "name", "type", "durable", "auto_delete", "internal", "arguments")
+        let exchanges = try await rows("list_exchanges", "name", "type", "durable", "auto_delete", "internal", "arguments")
             .filter { names.contains($0["name"] as? String ?? "") }.map { line($0, ["name", "type", "durable", "auto_delete", "internal", "arguments"]) }.sorted()
-        let bindings = try rows("list_bindings", "source_name", "destination_name", "destination_kind", "routing_key", "arguments")
+        let bindings = try await rows("list_bindings", "source_name", "destination_name", "destination_kind", "routing_key", "arguments")
             .filter { names.contains($0["source_name"] as? String ?? "") }.map { line($0, ["source_name", "destination_name", "destination_kind", "routing_key", "arguments"]) }.sorted()
         return (queues, exchanges, bindings)
     }
