@@ -584,6 +584,12 @@ extension EventStoreContract {
                     try await group.waitForAll()
                 }
                 let snapshot = try await store.read([a, b, c])
+                for id in [a, b, c] {
+                    // Within a stream, global order is version order: a reader folding in global order sees
+                    // the stream's events in the order they were decided.
+                    let versions = snapshot.events.filter { $0.streamID == id }.map(\.streamVersion)
+                    try requireEqual(versions, [1, 2, 3, 4], "\(id.rawValue)'s versions in global order, round \(round)")
+                }
                 try requireEqual(snapshot.versions, [a: 4, b: 4, c: 4], "versions after round \(round)")
             }
         },

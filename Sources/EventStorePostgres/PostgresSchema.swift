@@ -34,9 +34,10 @@ struct PostgresSchema {
         [migration1, migration2, migration3]
     }
 
-    /// Migration 3 replaces `append_events` with the version that creates new stream rows in id order; before
-    /// it, two appends creating the same new streams could deadlock, and an append without expectations could
-    /// fail with a conflict.
+    /// Migration 3 replaces `append_events` with the version that locks the streams before it takes its
+    /// positions (before it, two appends racing on one stream could store a later version at an earlier global
+    /// position) and creates new stream rows in id order (before it, appends creating the same new streams
+    /// could deadlock, so an append without expectations could fail with a conflict).
     private var migration3: [String] {
         [appendFunction(replacing: true)]
     }
@@ -165,22 +166,6 @@ struct PostgresSchema {
                 END IF;
             END IF;
 
-            -- A block of positions, and the in-flight marker readers respect (see the type's documentation).
-            IF v_count > 0 THEN
-                PERFORM pg_advisory_lock(\(positionLockKey));
-                BEGIN
-                    SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
-                    v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
-                    PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
-                    -- Under the lock nobody else advances the sequence, so these are v_first, v_first + 1, ...
-                    PERFORM nextval('\(quoted).global_positions') FROM generate_series(1, v_count);
-                EXCEPTION WHEN OTHERS THEN
-                    PERFORM pg_advisory_unlock(\(positionLockKey));
-                    RAISE;
-                END;
-                PERFORM pg_advisory_unlock(\(positionLockKey));
-            END IF;
-
             -- Lock every stream of the request in id order (one order for everyone, so appends do not
             -- deadlock) and read the versions they hold under the lock. Streams seen for the first time get
             -- a row, created in the same id order: a concurrent append creating the same stream waits for
@@ -209,6 +194,23 @@ struct PostgresSchema {
                 END IF;
                 RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: version conflict',
                     DETAIL = array_to_string(v_actual, ',');
+            END IF;
+
+            -- A block of positions, and the in-flight marker readers respect (see the type's documentation). It is
+            -- taken after the stream locks, so that within a stream global order is version order.
+            IF v_count > 0 THEN
+                PERFORM pg_advisory_lock(\(positionLockKey));
+                BEGIN
+                    SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
+                    v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
+                    PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
+                    -- Under the lock nobody else advances the sequence, so these are v_first, v_first + 1, ...
+                    PERFORM nextval('\(quoted).global_positions') FROM generate_series(1, v_count);
+                EXCEPTION WHEN OTHERS THEN
+                    PERFORM pg_advisory_unlock(\(positionLockKey));
+                    RAISE;
+                END;
+                PERFORM pg_advisory_unlock(\(positionLockKey));
             END IF;
 
             IF v_count > 0 THEN
