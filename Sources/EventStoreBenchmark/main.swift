@@ -60,18 +60,13 @@ enum Database {
         return configuration
     }
 
-    /// Runs `body` with a running client.
+    /// Runs `body` with a running client. The client's run task is cancelled, not awaited, at the end: a pool
+    /// whose server went away meanwhile may take long to wind down, and the caller is about to exit anyway.
     static func withClient<T: Sendable>(connections: Int, _ body: @Sendable @escaping (PostgresClient) async throws -> T) async throws -> T {
         let client = PostgresClient(configuration: configuration(connections: connections), backgroundLogger: Logger(label: "benchmark.postgres"))
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                await client.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            let value = try await body(client)
-            return value
-        }
+        let running = Task { await client.run() }
+        defer { running.cancel() }
+        return try await body(client)
     }
 }
 

@@ -1,5 +1,6 @@
 import EventCore
 import Foundation
+import Logging
 import NIOSSL
 import PostgresNIO
 
@@ -10,8 +11,18 @@ import PostgresNIO
 /// chain must verify against `sslrootcert` or the system store) and `verify-full` (also the host name). Errors
 /// name the part that is wrong and never contain the password.
 public enum PostgresURL {
-    /// The client configuration for `url`.
-    public static func clientConfiguration(_ url: String) throws(EventStoreError) -> PostgresClient.Configuration {
+    /// What a URL says, before it becomes a pool's or a single connection's configuration.
+    struct Parts {
+        var host: String
+        var port: Int
+        var user: String
+        var password: String?
+        var database: String
+        var tls: TLSConfiguration?
+        var maximumConnections: Int?
+    }
+
+    static func parts(_ url: String) throws(EventStoreError) -> Parts {
         func invalid(_ why: String) -> EventStoreError {
             EventStoreError(.invalidConfiguration, "the PostgreSQL URL is invalid: \(why)")
         }
@@ -36,9 +47,9 @@ public enum PostgresURL {
             default: throw invalid("unknown option \(item.name)")
             }
         }
-        let tls: PostgresClient.Configuration.TLS
+        var tls: TLSConfiguration?
         switch sslMode {
-        case "disable": tls = .disable
+        case "disable": tls = nil
         case "require", "verify-ca", "verify-full":
             var configuration = TLSConfiguration.makeClientConfiguration()
             switch sslMode {
@@ -46,14 +57,83 @@ public enum PostgresURL {
             case "verify-ca": configuration.certificateVerification = .noHostnameVerification
             default: configuration.certificateVerification = .fullVerification
             }
-            if let rootCertificate { configuration.trustRoots = .file(rootCertificate) }
-            tls = .require(configuration)
+            if let rootCertificate {
+                guard FileManager.default.isReadableFile(atPath: rootCertificate) else {
+                    throw invalid("sslrootcert \(rootCertificate) cannot be read")
+                }
+                configuration.trustRoots = .file(rootCertificate)
+            }
+            tls = configuration
         default:
             throw invalid("sslmode must be disable, require, verify-ca or verify-full")
         }
+        return Parts(host: host, port: components.port ?? 5432, user: user, password: password, database: database,
+                     tls: tls, maximumConnections: maximumConnections)
+    }
+
+    /// The client configuration for `url`.
+    public static func clientConfiguration(_ url: String) throws(EventStoreError) -> PostgresClient.Configuration {
+        let parts = try parts(url)
         var configuration = PostgresClient.Configuration(
-            host: host, port: components.port ?? 5432, username: user, password: password, database: database, tls: tls)
-        if let maximumConnections { configuration.options.maximumConnections = maximumConnections }
+            host: parts.host, port: parts.port, username: parts.user, password: parts.password, database: parts.database,
+            tls: parts.tls.map { .require($0) } ?? .disable)
+        if let maximumConnections = parts.maximumConnections { configuration.options.maximumConnections = maximumConnections }
         return configuration
+    }
+
+    /// Opens one connection to the server `url` names and closes it again, so that a wrong address, password
+    /// or certificate is reported at once and plainly, where a pool would keep retrying in the background.
+    ///
+    /// - Throws: ``EventStoreError/Code/storeUnavailable`` naming the host and the cause (never the password);
+    ///   ``EventStoreError/Code/invalidConfiguration`` for a URL that cannot be read.
+    public static func checkConnection(_ url: String, timeout: Duration = .seconds(15), logger: Logger = Logger(label: "eventcore.postgres")) async throws(EventStoreError) {
+        let parts = try parts(url)
+        let tls: PostgresConnection.Configuration.TLS
+        do {
+            tls = try parts.tls.map { .require(try NIOSSLContext(configuration: $0)) } ?? .disable
+        } catch {
+            throw EventStoreError(.invalidConfiguration, "the PostgreSQL URL's TLS settings cannot be used: \(error)")
+        }
+        let configuration = PostgresConnection.Configuration(
+            host: parts.host, port: parts.port, username: parts.user, password: parts.password, database: parts.database, tls: tls)
+        let place = "PostgreSQL at \(parts.host):\(parts.port)"
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+                    try await connection.close()
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw EventStoreError(.storeUnavailable, "\(place) did not answer within \(timeout)")
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch let error as EventStoreError {
+            throw error
+        } catch {
+            throw EventStoreError(.storeUnavailable, "cannot connect to \(place): \(describe(error))")
+        }
+    }
+
+    /// The cause of a failed connection in a few words, without anything from the URL's credentials.
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(type(of: error))" }
+        if let message = error.serverInfo?[.message] {
+            return "the server refused: \(message)"
+        }
+        let underlying = error.underlying.map { String(describing: $0) } ?? ""
+        if underlying.contains("CERTIFICATE_VERIFY_FAILED") || underlying.contains("handshakeFailed") {
+            return "the TLS handshake failed (the server's certificate does not verify against the trusted roots)"
+        }
+        if underlying.contains("connect") || underlying.contains("Connection refused") {
+            return "the connection was refused or could not be made"
+        }
+        switch error.code {
+        case .sslUnsupported: return "the server does not offer TLS"
+        case .connectionError: return "the connection failed"
+        default: return "\(error.code)"
+        }
     }
 }

@@ -95,6 +95,8 @@ struct ConcurrencyTests {
             let status = Task { await exited.first { _ in true } ?? -1 }
             processes.append((process, output, status))
         }
+        // Whatever happens below, no worker outlives the test.
+        defer { for (process, _, _) in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         var results: [TransferWorkload.Statistics] = []
         for (process, output, status) in processes {
             // A worker that has not finished after ten minutes is stuck: it is killed, and the test fails
