@@ -14,10 +14,16 @@ import Testing
 struct AdminAPIRoutingTests {
     static let token = "routing-test-token-0123456789"
 
+    static var logger: Logger {
+        var logger = Logger(label: "test.admin")
+        logger.logLevel = .warning
+        return logger
+    }
+
     static func api(broker: String? = "amqp://guest:guest@127.0.0.1:1/", store: (any EventStore)? = nil) throws -> AdminAPI {
         let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
         return try AdminAPI(token: token, broker: try broker.map { try AMQPConfiguration(url: $0) }, store: store, topology: topology,
-                            logger: Logger(label: "test.admin"))
+                            logger: logger)
     }
 
     static func request(_ method: String, _ path: String, query: [String: String] = [:], body: String = "",
@@ -33,10 +39,10 @@ struct AdminAPIRoutingTests {
         for token in ["", "   ", "short-secret"] {
             let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
             #expect(throws: AdminAPI.Refused.self) {
-                try AdminAPI(token: token, broker: nil, store: nil, topology: topology, logger: Logger(label: "test.admin"))
+                try AdminAPI(token: token, broker: nil, store: nil, topology: topology, logger: Self.logger)
             }
             do {
-                _ = try AdminAPI(token: token, broker: nil, store: nil, topology: topology, logger: Logger(label: "test.admin"))
+                _ = try AdminAPI(token: token, broker: nil, store: nil, topology: topology, logger: Self.logger)
             } catch {
                 #expect(token.isEmpty || !error.description.contains(token.trimmingCharacters(in: .whitespaces)))
             }
