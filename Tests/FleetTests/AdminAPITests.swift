@@ -310,9 +310,10 @@ struct AdminAPITests {
         var changed: [String]
     }
 
-    @Test func everyRouteAnswersWithTheToken() async throws {
-        let path = ProcessFixture.temporaryStorePath("fleet-admin")
-        defer { ProcessFixture.removeStore(path) }
+    @Test(arguments: ProcessFixture.Store.allCases)
+    func everyRouteAnswersWithTheToken(store: ProcessFixture.Store) async throws {
+        let path = store.makeURL("fleet-admin")
+        defer { store.remove(path) }
         try await ProcessFixture.populate(path)
         let tokenFile = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-admin-token-\(UUID().uuidString)")
         try Data("\(Self.token)\n".utf8).write(to: tokenFile)

@@ -36,9 +36,10 @@ struct OperatorCLITests {
         #expect(outcome.output.contains("error: ") && outcome.output.contains(message), "\(outcome.output)", sourceLocation: sourceLocation)
     }
 
-    @Test func processListShowAndRetryOnAStoreWithRealProcesses() async throws {
-        let path = ProcessFixture.temporaryStorePath("fleet-cli-process")
-        defer { ProcessFixture.removeStore(path) }
+    @Test(arguments: ProcessFixture.Store.allCases)
+    func processListShowAndRetryOnAStoreWithRealProcesses(store kind: ProcessFixture.Store) async throws {
+        let path = kind.makeURL("fleet-cli-process")
+        defer { kind.remove(path) }
         try await ProcessFixture.populate(path)
         let store = ["--store", path]
 
@@ -72,7 +73,8 @@ struct OperatorCLITests {
         try await Self.expectFailure(["process", "show", "order-fulfillment-nobody"] + store, "no process \"order-fulfillment-nobody\" in the store")
         try await Self.expectFailure(["process", "retry", "order-fulfillment-nobody"] + store, "no process \"order-fulfillment-nobody\"")
         try await Self.expectFailure(["process", "retry", ProcessFixture.completedTrip] + store, "only a saga that needs attention can be retried")
-        try await Self.expectFailure(["process", "list", "--store", path + ".missing"], "no event store at \(path).missing")
+        let missing = ProcessFixture.temporaryStorePath("fleet-cli-missing")
+        try await Self.expectFailure(["process", "list", "--store", missing], "no event store at \(missing)")
         try await Self.expectFailure(["process", "list", "--store", "postgres://fleet:fleet@127.0.0.1:1/fleet?schema=nowhere"], "cannot open the event store")
         #expect(try await Self.json([ProcessRow].self, ["process", "list", "--state", "needsAttention", "--json"] + store).count == 1)
 

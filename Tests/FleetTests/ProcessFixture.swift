@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import OrderFulfillment
 import Processes
+import Testing
 
 /// A store with real processes in it, made by executing the processes' own commands: three orders (two
 /// running with a pending timeout each, one failed), a trip that completed and a trip whose compensation
@@ -15,6 +16,29 @@ enum ProcessFixture {
     static let completedTrip = "travel-booking-trip-done"
     static let stuckTrip = "travel-booking-trip-stuck"
     static var all: [String] { runningOrders + [failedOrder, completedTrip, stuckTrip] }
+
+    /// The stores the tests run on.
+    enum Store: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case sqlite, postgres
+
+        var testDescription: String { rawValue }
+
+        /// A new store of this kind: a temporary SQLite path, or a fresh PostgreSQL schema.
+        func makeURL(_ prefix: String) -> String {
+            switch self {
+            case .sqlite:
+                return ProcessFixture.temporaryStorePath(prefix)
+            case .postgres:
+                let base = ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet"
+                return base + "?schema=\(prefix.replacingOccurrences(of: "-", with: "_"))_\(UUID().uuidString.prefix(8).lowercased())"
+            }
+        }
+
+        /// Removes a SQLite store's files (PostgreSQL schemas stay, as the other tests' do).
+        func remove(_ url: String) {
+            if self == .sqlite { ProcessFixture.removeStore(url) }
+        }
+    }
 
     /// A temporary SQLite path.
     static func temporaryStorePath(_ prefix: String) -> String {
