@@ -101,6 +101,15 @@ struct AdminAPIRoutingTests {
         }
     }
 
+    @Test func anIdMayHoldAnEncodedSlash() async throws {
+        let api = try Self.api(broker: nil)
+        var request = Self.request("GET", "/admin/dead-letters/a/b")
+        request.encodedPath = "/admin/dead-letters/a%2Fb"
+        // One segment: the dead-letter route, which answers 503 here (no broker), not 404 (no such route).
+        #expect(try #require(await api.handle(request)).status == 503)
+        #expect(try #require(await api.handle(Self.request("GET", "/admin/dead-letters/a/b"))).status == 404)
+    }
+
     @Test func badInputIs400BeforeAnythingIsReached() async throws {
         // The broker (port 1) and the store (none) are unreachable: a 400 proves the input was refused first.
         let api = try Self.api()
@@ -400,7 +409,7 @@ struct AdminAPITests {
             let publisher = try await connection.makePublisher()
             let letters: [(id: String, type: String, reason: String)] = [
                 ("dl-1", "TravelCapacityRequest", "retries-exhausted"), ("dl-2", "TravelCapacityRequest", "retries-exhausted"),
-                ("dl-3", "Mystery", "unknown-type"),
+                ("dl/3", "Mystery", "unknown-type"),
             ]
             for letter in letters {
                 var properties = AMQPProperties.persistent
@@ -421,11 +430,13 @@ struct AdminAPITests {
             #expect(listed.status == 200, "\(listed.text)")
             let list = try listed.decode(DeadLetterList.self)
             #expect(list.queue == topology.fleet.deadLetterQueue)
-            #expect(list.deadLetters.map(\.messageID) == ["dl-1", "dl-2", "dl-3"])
+            #expect(list.deadLetters.map(\.messageID) == ["dl-1", "dl-2", "dl/3"])
             #expect(list.deadLetters.allSatisfy { $0.sourceQueue == "fleet.bookings" && $0.worker == "w-gone" })
             #expect(try await client.call("GET", "/admin/dead-letters?limit=2").decode(DeadLetterList.self).deadLetters.count == 2)
             let filtered = try await client.call("GET", "/admin/dead-letters?filter=reason%3Dunknown-type").decode(DeadLetterList.self)
-            #expect(filtered.deadLetters.map(\.messageID) == ["dl-3"])
+            #expect(filtered.deadLetters.map(\.messageID) == ["dl/3"])
+            let slashed = try await client.call("GET", "/admin/dead-letters/dl%2F3")
+            #expect(slashed.status == 200 && (try? slashed.decode(DeadLetter.self).messageID) == "dl/3", "\(slashed.text)")
             let shownLetter = try await client.call("GET", "/admin/dead-letters/dl-2")
             #expect(shownLetter.status == 200)
             let letter = try shownLetter.decode(DeadLetter.self)

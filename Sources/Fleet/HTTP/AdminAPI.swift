@@ -10,7 +10,7 @@ import Logging
 /// `--admin-token-file`); every request must carry `Authorization: Bearer <token>` (compared in constant
 /// time), or gets 401. The token appears in no log line, error or metric.
 ///
-/// Routes (`{id}` is one path segment, percent-encoded as needed):
+/// Routes (`{id}` is one path segment, percent-encoded: a `/` in an id is sent as `%2F`):
 ///
 /// | Method and path | Does | Answers |
 /// |---|---|---|
@@ -155,7 +155,9 @@ public struct AdminAPI: Sendable {
     }
 
     private func route(_ request: HTTPRequest) async throws -> HTTPReply {
-        let segments = request.path.dropFirst(Self.prefix.count).split(separator: "/").map(String.init)
+        // Split before decoding: an id may hold a `/`, sent as `%2F`.
+        let encoded = request.encodedPath.hasPrefix(Self.prefix) ? request.encodedPath.dropFirst(Self.prefix.count) : Substring(request.path.dropFirst(Self.prefix.count))
+        let segments = encoded.split(separator: "/").map { String($0).removingPercentEncoding ?? String($0) }
         // A literal segment wins over `*`: POST /dead-letters/requeue is the requeue, GET /dead-letters/x a dead letter.
         let matches = Route.allCases.compactMap { route in route.match(segments).map { (route, $0) } }
         guard !matches.isEmpty else { throw AdminError(404, "no admin route \(request.path)") }

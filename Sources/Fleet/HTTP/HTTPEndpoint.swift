@@ -38,8 +38,10 @@ public struct HTTPReply: Sendable {
 public struct HTTPRequest: Sendable {
     /// GET, POST, ...
     public var method: String
-    /// The path without the query.
+    /// The path without the query, percent-decoded.
     public var path: String
+    /// The path as sent, still percent-encoded (so a `%2F` inside a segment can be told from a `/`).
+    public var encodedPath: String
     /// The query parameters.
     public var query: [String: String]
     /// The headers (names lowercased).
@@ -48,9 +50,11 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
 
     /// A request (the endpoint makes them; tests and other routers may too).
-    public init(method: String, path: String, query: [String: String] = [:], headers: [String: String] = [:], body: [UInt8] = []) {
+    public init(method: String, path: String, encodedPath: String? = nil, query: [String: String] = [:], headers: [String: String] = [:],
+                body: [UInt8] = []) {
         self.method = method
         self.path = path
+        self.encodedPath = encodedPath ?? path
         self.query = query
         self.headers = headers
         self.body = body
@@ -137,7 +141,8 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             for item in components?.queryItems ?? [] { query[item.name] = item.value ?? "" }
             var headers: [String: String] = [:]
             for (name, value) in head.headers { headers[name.lowercased()] = value }
-            let request = HTTPRequest(method: head.method.rawValue, path: components?.path ?? head.uri, query: query, headers: headers, body: body)
+            let request = HTTPRequest(method: head.method.rawValue, path: components?.path ?? head.uri,
+                                      encodedPath: components?.percentEncodedPath ?? head.uri, query: query, headers: headers, body: body)
             let router = self.router
             let loop = context.eventLoop
             let boundContext = NIOLoopBound(context, eventLoop: loop)
