@@ -25,6 +25,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Messages handled at once (FLEET_CONCURRENCY).") var concurrency: Int?
     @Option(help: "HTTP port, 0 for none (FLEET_HTTP_PORT).") var httpPort: Int?
     @Option(help: "This worker's name (FLEET_WORKER_ID).") var workerID: String?
+    @Option(help: "File holding the admin API's bearer token; turns the admin API on (FLEET_ADMIN_TOKEN_FILE).") var adminTokenFile: String?
+    @Flag(help: "Refuse to start unless the admin API is on (a token is configured).") var admin = false
     @OptionGroup var domain: DomainOptions
 
     func run() async throws {
@@ -40,6 +42,12 @@ struct WorkerCommand: AsyncParsableCommand {
         if let concurrency { configuration.concurrency = concurrency }
         if let httpPort { configuration.httpPort = httpPort }
         if let workerID { configuration.workerID = workerID }
+        do {
+            if let adminTokenFile { try configuration.readAdminToken(fromFile: adminTokenFile) }
+            try configuration.validateAdminAPI(required: admin)
+        } catch {
+            throw ValidationError(error.description)
+        }
         try await WorkerRuntime.run(configuration: configuration, domain: domain)
     }
 }
@@ -86,7 +94,14 @@ enum WorkerRuntime {
         var services: [any Service] = [WorkerService(worker: worker, grace: .seconds(configuration.shutdownGraceSeconds), logger: logger)]
         if configuration.httpPort > 0 {
             let probe = ReadinessProbe(worker: worker, store: store.store)
+            // Without a token the admin routes do not exist: /admin/... is a 404 like any unknown path.
+            let admin = try configuration.adminToken.map { token in
+                try AdminAPI(token: token, broker: try AMQPConfiguration(url: configuration.amqpURL), store: store.store, topology: topology,
+                             retries: ProcessCommand.retries, logger: logger)
+            }
+            if admin != nil { logger.info("http: admin API on", metadata: ["prefix": "\(AdminAPI.prefix)"]) }
             services.append(HTTPService(host: configuration.httpHost, port: configuration.httpPort, logger: logger) { request in
+                if let admin, let reply = await admin.handle(request) { return reply }
                 switch (request.method, request.path) {
                 case ("GET", "/metrics"):
                     return HTTPReply(status: 200, contentType: "text/plain; version=0.0.4", body: registry.emitToBuffer())

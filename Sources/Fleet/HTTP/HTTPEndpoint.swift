@@ -12,12 +12,15 @@ public struct HTTPReply: Sendable {
     public var contentType: String
     /// The body.
     public var body: [UInt8]
+    /// Headers besides Content-Type, Content-Length and Connection (`Allow`, `WWW-Authenticate`).
+    public var headers: [String: String]
 
     /// A reply.
-    public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) {
+    public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: [UInt8], headers: [String: String] = [:]) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.headers = headers
     }
 
     /// A text reply.
@@ -35,14 +38,27 @@ public struct HTTPReply: Sendable {
 public struct HTTPRequest: Sendable {
     /// GET, POST, ...
     public var method: String
-    /// The path without the query.
+    /// The path without the query, percent-decoded.
     public var path: String
+    /// The path as sent, still percent-encoded (so a `%2F` inside a segment can be told from a `/`).
+    public var encodedPath: String
     /// The query parameters.
     public var query: [String: String]
     /// The headers (names lowercased).
     public var headers: [String: String]
     /// The body (bounded by the endpoint's limit).
     public var body: [UInt8]
+
+    /// A request (the endpoint makes them; tests and other routers may too).
+    public init(method: String, path: String, encodedPath: String? = nil, query: [String: String] = [:], headers: [String: String] = [:],
+                body: [UInt8] = []) {
+        self.method = method
+        self.path = path
+        self.encodedPath = encodedPath ?? path
+        self.query = query
+        self.headers = headers
+        self.body = body
+    }
 }
 
 /// The worker's small HTTP server (metrics, health, admin), on SwiftNIO.
@@ -125,7 +141,8 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             for item in components?.queryItems ?? [] { query[item.name] = item.value ?? "" }
             var headers: [String: String] = [:]
             for (name, value) in head.headers { headers[name.lowercased()] = value }
-            let request = HTTPRequest(method: head.method.rawValue, path: components?.path ?? head.uri, query: query, headers: headers, body: body)
+            let request = HTTPRequest(method: head.method.rawValue, path: components?.path ?? head.uri,
+                                      encodedPath: components?.percentEncodedPath ?? head.uri, query: query, headers: headers, body: body)
             let router = self.router
             let loop = context.eventLoop
             let boundContext = NIOLoopBound(context, eventLoop: loop)
@@ -144,6 +161,7 @@ private final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         headers.add(name: "Content-Type", value: reply.contentType)
         headers.add(name: "Content-Length", value: String(reply.body.count))
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        for (name, value) in reply.headers.sorted(by: { $0.key < $1.key }) { headers.add(name: name, value: value) }
         let status = HTTPResponseStatus(statusCode: reply.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: reply.body.count)

@@ -25,12 +25,15 @@ public struct DeadLetterQueue: Sendable {
         Int(try await Self.state(of: queue, on: connection).messageCount)
     }
 
-    /// Up to `limit` dead letters, oldest first; every one stays in the queue.
-    public func list(limit: Int = 1000) async throws -> [DeadLetter] {
+    /// Up to `limit` dead letters that satisfy `filter`, oldest first; every one stays in the queue.
+    public func list(limit: Int = 1000, filter: DeadLetterFilter = DeadLetterFilter()) async throws -> [DeadLetter] {
         guard limit > 0 else { throw OperationsError(.invalidArgument, "--limit must be at least 1") }
-        let taken = try await take(limit: limit)
+        // Without a condition the first `limit` messages are the answer; with one, every message is looked at.
+        let everything = filter == DeadLetterFilter()
+        let taken = try await take(limit: everything ? limit : Int.max)
         await giveBack(taken)
-        return taken.map { DeadLetter(properties: $0.properties, body: $0.body) }
+        let letters = taken.map { DeadLetter(properties: $0.properties, body: $0.body) }
+        return everything ? letters : Array(letters.filter(filter.matches).prefix(limit))
     }
 
     /// The dead letter with message id `messageID`; it stays in the queue.

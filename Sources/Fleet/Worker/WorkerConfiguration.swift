@@ -96,9 +96,10 @@ public struct WorkerConfiguration: Sendable, Equatable {
         if let number = try integer("FLEET_PREFETCH", 1...65535) { prefetch = number }
         if let host = try value("FLEET_HTTP_HOST") { httpHost = host }
         if let number = try integer("FLEET_HTTP_PORT", 0...65535) { httpPort = number }
-        adminToken = try value("FLEET_ADMIN_TOKEN")
-        if let token = adminToken, token.count < 16 {
-            throw Invalid(key: "FLEET_ADMIN_TOKEN", problem: "must be at least 16 characters")
+        if let token = try value("FLEET_ADMIN_TOKEN") {
+            let fromFile = environment["FLEET_ADMIN_TOKEN"]?.isEmpty ?? true
+            try Self.checkAdminToken(token, key: fromFile ? "FLEET_ADMIN_TOKEN_FILE" : "FLEET_ADMIN_TOKEN")
+            adminToken = token
         }
         if let id = try value("FLEET_WORKER_ID") { workerID = id }
         if let number = try integer("FLEET_SHUTDOWN_GRACE_SECONDS", 0...3600) { shutdownGraceSeconds = number }
@@ -109,6 +110,35 @@ public struct WorkerConfiguration: Sendable, Equatable {
             }
             logLevel = level
         }
+    }
+
+    /// Turns the admin API on with the token held in the file at `path` (`--admin-token-file`).
+    /// - Throws: ``Invalid`` when the file cannot be read or holds no usable token (its contents never shown).
+    public mutating func readAdminToken(fromFile path: String) throws(Invalid) {
+        guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw Invalid(key: "--admin-token-file", problem: "cannot read \(path)")
+        }
+        let token = contents.trimmingCharacters(in: .whitespacesAndNewlines)
+        try Self.checkAdminToken(token, key: "--admin-token-file")
+        adminToken = token
+    }
+
+    /// Checks that the admin API can be served as configured: with a token when `required` (`--admin`), and
+    /// with the HTTP endpoint on when there is a token.
+    /// - Throws: ``Invalid`` naming what to set.
+    public func validateAdminAPI(required: Bool) throws(Invalid) {
+        if required && adminToken == nil {
+            throw Invalid(key: "--admin", problem: "the admin API needs a token: set FLEET_ADMIN_TOKEN or FLEET_ADMIN_TOKEN_FILE, or pass --admin-token-file")
+        }
+        if adminToken != nil && httpPort == 0 {
+            throw Invalid(key: "FLEET_HTTP_PORT", problem: "the admin API is served by the HTTP endpoint, which port 0 turns off")
+        }
+    }
+
+    /// Refuses an empty or short token, saying which setting holds it, never its value.
+    private static func checkAdminToken(_ token: String, key: String) throws(Invalid) {
+        if token.isEmpty { throw Invalid(key: key, problem: "the admin token is empty: the admin API needs a token") }
+        if token.count < 16 { throw Invalid(key: key, problem: "the admin token must be at least 16 characters") }
     }
 
     /// The host name and process id.

@@ -22,13 +22,15 @@ struct DeadLetterCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List dead letters: id, type, reason, source queue.")
         @OptionGroup var target: Target
         @Option(help: "At most this many.") var limit = 1000
+        @Option(help: "Only these: type=T,reason=R,queue=Q (all must hold).") var filter: String?
 
         func run() async throws {
             try await Operator.run {
+                let filter = try DeadLetterFilter(parsing: filter ?? "")
                 let connection = try await target.broker.connect()
                 let letters: [DeadLetter]
                 do {
-                    letters = try await DeadLetterQueue(connection: connection, queue: target.queue).list(limit: limit)
+                    letters = try await DeadLetterQueue(connection: connection, queue: target.queue).list(limit: limit, filter: filter)
                 } catch {
                     await connection.close()
                     throw error

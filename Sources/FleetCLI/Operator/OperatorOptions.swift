@@ -45,11 +45,53 @@ struct StoreOptions: ParsableArguments {
                 throw OperationsError(.notFound, "no event store at \(path)")
             }
         }
-        do {
-            return try await StoreConnection.open(storeURL, maximumPayloadBytes: 1 << 24, logger: Operator.quietLogger)
-        } catch {
-            throw OperationsError(.unreachable, "cannot open the event store: \(error)")
+        let opening = StoreOpening()
+        let storeURL = self.storeURL
+        // A PostgreSQL server that does not answer keeps the connection pool retrying for a minute; an operator
+        // command gives up sooner and says so (a store that opens too late is closed again).
+        let opened: Result<StoreConnection, any Error>? = await withCheckedContinuation { continuation in
+            opening.waiting(continuation)
+            Task {
+                do {
+                    let connection = try await StoreConnection.open(storeURL, maximumPayloadBytes: 1 << 24, logger: Operator.quietLogger)
+                    if !opening.finish(.success(connection)) { await connection.close() }
+                } catch {
+                    opening.finish(.failure(error))
+                }
+            }
+            Task {
+                try? await Task.sleep(for: Self.openTimeout)
+                opening.finish(nil)
+            }
         }
+        switch opened {
+        case .success(let connection)?:
+            return connection
+        case .failure(let error)?:
+            throw OperationsError(.unreachable, "cannot open the event store: \(error)")
+        case nil:
+            throw OperationsError(.unreachable, "cannot open the event store: no answer within \(Self.openTimeout.components.seconds) s")
+        }
+    }
+
+    /// How long a command waits for the store to open.
+    static let openTimeout: Duration = .seconds(15)
+}
+
+/// The outcome of opening a store, delivered once: the store's answer or the deadline, whichever comes first.
+private final class StoreOpening: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Result<StoreConnection, any Error>?, Never>?>(nil)
+
+    func waiting(_ continuation: CheckedContinuation<Result<StoreConnection, any Error>?, Never>) {
+        self.continuation.withLock { $0 = continuation }
+    }
+
+    /// Resumes the waiting command with `outcome`; false when it was resumed already.
+    @discardableResult
+    func finish(_ outcome: Result<StoreConnection, any Error>?) -> Bool {
+        guard let continuation = self.continuation.withLock({ $0.take() }) else { return false }
+        continuation.resume(returning: outcome)
+        return true
     }
 }
 
