@@ -22,6 +22,9 @@ public struct StoreConnection: Sendable {
             let remaining = components?.queryItems?.filter { $0.name != "schema" } ?? []
             components?.queryItems = remaining.isEmpty ? nil : remaining
             let configuration = try PostgresURL.clientConfiguration(components?.string ?? url)
+            // One connection first: a wrong address, password or certificate is reported now and plainly,
+            // where the pool would retry it in the background.
+            try await PostgresURL.checkConnection(components?.string ?? url, logger: logger)
             let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
             let running = Task { await client.run() }
             do {
