@@ -150,7 +150,7 @@ public final class PostgresEventStore: EventStore {
     public func appendResult(forIdempotencyKey key: IdempotencyKey) async throws -> AppendResult? {
         let rows: [(Int64?, Int64?, String)]
         do {
-            rows = try await run("""
+            rows = try await runReading("""
                 SELECT first_position, last_position, stream_versions FROM \(unescaped: schema.quoted).idempotency_keys
                 WHERE idempotency_key = \(key.rawValue)
                 """).map { try $0.decode((Int64?, Int64?, String).self) }
@@ -175,11 +175,23 @@ public final class PostgresEventStore: EventStore {
     private func fetch(_ query: PostgresQuery) async throws -> [StoredEvent] {
         let rows: [PostgresRow]
         do {
-            rows = try await run(query)
+            rows = try await runReading(query)
         } catch {
             throw Self.mapError(error, "events could not be read")
         }
         return try rows.map(Self.decode)
+    }
+
+    /// Runs a read-only `query`; a read that meets a connection the server has just closed (the pool can hand
+    /// one out before it has noticed) runs once more on another connection. Appends are never run twice here:
+    /// whether a lost append committed is for the caller's idempotency key to tell.
+    private func runReading(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        do {
+            return try await run(query)
+        } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
+            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
+            return try await run(query)
+        }
     }
 
     /// Runs `query` on a leased connection and collects its rows. The lease is tied to this scope rather than to

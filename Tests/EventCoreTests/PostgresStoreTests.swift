@@ -98,7 +98,7 @@ struct PostgresStoreTests {
             _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
             let schema = store.configuration.schema
             try await withDedicatedConnection { blocker in
-                // Hold the stream row so the append stops inside its transaction, after taking its positions.
+                // Hold the stream row so the append stops inside its transaction, waiting for the stream lock.
                 try await blocker.query("BEGIN", logger: Logger(label: "tests"))
                 try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = 'account-1' FOR UPDATE"), logger: Logger(label: "tests"))
                 let append = Task {

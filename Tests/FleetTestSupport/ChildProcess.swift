@@ -13,8 +13,12 @@ public enum ChildProcess {
         public var status: Int32
         /// Whether it exited (rather than being ended by a signal).
         public var exited: Bool
-        /// Its standard output and standard error, interleaved.
-        public var output: String
+        /// Its standard output, then its standard error.
+        public var output: String { standardOutput + standardError }
+        /// Its standard output alone (what a `--json` command prints).
+        public var standardOutput: String
+        /// Its standard error alone (logs and error messages).
+        public var standardError: String
         /// Whether it was killed for running past its deadline.
         public var timedOut: Bool
     }
@@ -27,24 +31,30 @@ public enum ChildProcess {
         process.executableURL = executable
         process.arguments = arguments
         if let environment { process.environment = environment }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
+        let outputPipe = Pipe(), errorPipe = Pipe()
+        process.standardOutput = outputPipe
+        process.standardError = errorPipe
         // The output is drained as it comes, so a chatty child never blocks on a full pipe.
-        let collected = Mutex(Data())
-        pipe.fileHandleForReading.readabilityHandler = { handle in
+        let collectedOutput = Mutex(Data()), collectedError = Mutex(Data())
+        outputPipe.fileHandleForReading.readabilityHandler = { handle in
             let chunk = handle.availableData
-            if !chunk.isEmpty { collected.withLock { $0.append(chunk) } }
+            if !chunk.isEmpty { collectedOutput.withLock { $0.append(chunk) } }
+        }
+        errorPipe.fileHandleForReading.readabilityHandler = { handle in
+            let chunk = handle.availableData
+            if !chunk.isEmpty { collectedError.withLock { $0.append(chunk) } }
         }
         let exited = exitSignal(of: process)
         try process.run()
         let timedOut = await wait(for: process, exited: exited, timeout: timeout)
-        pipe.fileHandleForReading.readabilityHandler = nil
-        let rest = pipe.fileHandleForReading.readDataToEndOfFile()
-        let output = collected.withLock { $0 + rest }
+        outputPipe.fileHandleForReading.readabilityHandler = nil
+        errorPipe.fileHandleForReading.readabilityHandler = nil
+        let output = collectedOutput.withLock { $0 } + outputPipe.fileHandleForReading.readDataToEndOfFile()
+        let error = collectedError.withLock { $0 } + errorPipe.fileHandleForReading.readDataToEndOfFile()
         return Outcome(
             status: process.terminationStatus, exited: process.terminationReason == .exit,
-            output: String(decoding: output, as: UTF8.self), timedOut: timedOut
+            standardOutput: String(decoding: output, as: UTF8.self), standardError: String(decoding: error, as: UTF8.self),
+            timedOut: timedOut
         )
     }
 

@@ -74,7 +74,7 @@ public enum TestBroker {
         guard outcome.exited, outcome.status == 0, !outcome.timedOut else {
             throw TestFailure("rabbitmqctl \(arguments.joined(separator: " ")) failed\(outcome.timedOut ? " (killed after 180 s)" : ""): \(outcome.output)")
         }
-        return outcome.output
+        return outcome.standardOutput
     }
 
     /// Waits until `condition` holds, checking every 50 ms, for at most `seconds`.

@@ -25,7 +25,7 @@ struct OperatorCLITests {
     static func json<T: Decodable>(_ type: T.Type, _ arguments: [String]) async throws -> T {
         let outcome = try await fleet(arguments)
         try #require(outcome.exited && outcome.status == 0, "fleet \(arguments.joined(separator: " ")): \(outcome.status) \(outcome.output)")
-        return try OperatorJSON.decode(type, outcome.output)
+        return try OperatorJSON.decode(type, outcome.standardOutput)
     }
 
     /// Expects `fleet` to fail with exit status 1 and `error: <message>`.
