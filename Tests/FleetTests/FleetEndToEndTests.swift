@@ -23,6 +23,12 @@ struct FleetEndToEndTests {
         let amqpURL: String
         private let workers = Mutex<[Process]>([])
         private let started = Mutex(0)
+        private let workerURL = Mutex<String?>(nil)
+
+        /// Makes the workers started from now on connect as `user` instead of the test broker's administrator.
+        func connectWorkers(as user: String, password: String) {
+            workerURL.withLock { $0 = "amqp://\(user):\(password)@127.0.0.1:5672/\(vhost)" }
+        }
 
         init(storeURL: String) async throws {
             vhost = TestBroker.uniqueName("fleet")
@@ -52,7 +58,7 @@ struct FleetEndToEndTests {
                 "--order-step-timeout", "60", "--order-retries", "2", "--order-retry-delay", "1", "--order-deadline", "600",
             ] + extraArguments
             var environment = ProcessInfo.processInfo.environment
-            environment["FLEET_AMQP_URL"] = amqpURL
+            environment["FLEET_AMQP_URL"] = workerURL.withLock { $0 } ?? amqpURL
             environment["FLEET_STORE_URL"] = storeURL
             environment["FLEET_TOPOLOGY"] = TestBroker.repositoryRoot.appendingPathComponent("topology.json").path
             environment["FLEET_LOG_LEVEL"] = "warning"
@@ -247,6 +253,31 @@ struct FleetEndToEndTests {
         let url = (ProcessInfo.processInfo.environment["POSTGRES_URL"] ?? "postgres://fleet:fleet@127.0.0.1:5432/fleet") + "?schema=\(schema)"
         try await Fleet.with(storeURL: url) { fleet in
             try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 1000, trips: 200, seed: 7), workers: 3, stopOneMidway: SIGKILL)
+        }
+    }
+
+    /// The deployment's least-privilege broker user (configure, write and read only on the fleet's names, as
+    /// `deploy/compose/rabbitmq-entrypoint.sh` grants them) is enough for a worker to declare its topology and
+    /// run every kind of process, timeouts and dead letters included.
+    @Test func workersRunUnderTheDeploymentsLeastPrivilegeUser() async throws {
+        let script = try String(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("deploy/compose/rabbitmq-entrypoint.sh"), encoding: .utf8)
+        let line = try #require(script.split(separator: "\n").first { $0.hasPrefix("fleet_names = r\"") }, "fleet_names is defined by the entrypoint")
+        let names = String(line.dropFirst("fleet_names = r\"".count).dropLast())
+        #expect(names.hasPrefix("^(") && names.hasSuffix(")$"), "\(names)")
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-least-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let user = "fleet-worker-\(UUID().uuidString.prefix(8).lowercased())", password = UUID().uuidString
+        try await TestBroker.sharedControl("add_user", user, password)
+        do {
+            try await Fleet.with(storeURL: path) { fleet in
+                try await TestBroker.sharedControl("set_permissions", "-p", fleet.vhost, user, names, names, names)
+                fleet.connectWorkers(as: user, password: password)
+                try await Self.runAndCheck(fleet: fleet, settings: Self.settings(orders: 100, trips: 30, seed: 9), workers: 1, stopOneMidway: nil)
+            }
+            _ = try? await TestBroker.sharedControl("delete_user", user)
+        } catch {
+            _ = try? await TestBroker.sharedControl("delete_user", user)
+            throw error
         }
     }
 
