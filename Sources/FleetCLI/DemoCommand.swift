@@ -49,46 +49,10 @@ struct DemoCommand: AsyncParsableCommand {
         }
         print("fleet demo: \(workers) worker(s) on \(storeURL), broker \(admin.configuration); purged \(purged) old messages")
 
-        let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
-        var processes: [Process] = []
-        for index in 0..<workers {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = [
-                "worker", "--store", storeURL, "--topology", self.topology, "--amqp-url", amqpURL,
-                "--http-port", "0", "--worker-id", "demo-worker-\(index + 1)",
-                "--order-step-timeout", String(orderStepTimeout), "--order-retries", "2", "--order-retry-delay", "1",
-                "--order-deadline", String(max(60, simulation.timeout)),
-            ]
-            var environment = ProcessInfo.processInfo.environment
-            environment["FLEET_LOG_LEVEL"] = environment["FLEET_LOG_LEVEL"] ?? "warning"
-            process.environment = environment
-            let log = "\(directory)/worker-\(index + 1).log"
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            processes.append(process)
-        }
-        defer {
-            for process in processes where process.isRunning { process.terminate() }
-        }
-
-        // Ready when every worker consumes every routed queue.
-        let deadline = ContinuousClock.now + .seconds(60)
-        while true {
-            var ready = true
-            for route in topology.fleet.routes {
-                let state = try await admin.declare(QueueDeclaration(name: route.queue), passive: true)
-                if state.consumerCount < UInt32(workers) { ready = false }
-            }
-            if ready { break }
-            if ContinuousClock.now > deadline || processes.contains(where: { !$0.isRunning }) {
-                throw ValidationError("the workers did not start; see \(directory)/worker-*.log")
-            }
-            try await Task.sleep(for: .milliseconds(200))
-        }
+        let fleet = try LocalFleet(
+            count: workers, storeURL: storeURL, topologyPath: self.topology, amqpURL: amqpURL, directory: directory,
+            name: "worker", orderStepTimeout: orderStepTimeout, orderDeadline: max(60, simulation.timeout))
+        try await fleet.waitUntilReady(admin: admin, topology: topology)
 
         let report = try await SimulationDriver.run(settings: simulation.settings, topology: topology, amqpURL: amqpURL,
                                                     timeout: .seconds(simulation.timeout), logger: logger) { ended, total in
@@ -96,8 +60,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
         ProgressBar.finish()
 
-        for process in processes { process.terminate() }
-        for process in processes { process.waitUntilExit() }
+        await fleet.stop()
         var deadLetters: UInt32 = 0
         for _ in 0..<50 {
             deadLetters = try await admin.declare(QueueDeclaration(name: topology.fleet.deadLetterQueue), passive: true).messageCount

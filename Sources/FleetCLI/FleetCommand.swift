@@ -6,7 +6,7 @@ struct FleetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fleet",
         abstract: "Runs long-running business processes from RabbitMQ on an event store.",
-        subcommands: [WorkerCommand.self, DemoCommand.self, SimulatorCommand.self, OperatorTopologyCommand.self,
+        subcommands: [WorkerCommand.self, DemoCommand.self, BenchCommand.self, SimulatorCommand.self, OperatorTopologyCommand.self,
                       DeadLetterCommand.self, ReplayCommand.self, ProcessCommand.self, TimeoutsCommand.self]
     )
 }

@@ -19,6 +19,9 @@ public actor SimulationDriver {
         public var elapsed: Duration
         /// Seconds from each process's first message to its end, sorted.
         public var latencies: [Double]
+        /// Seconds from a service's message being published to the arrival of the first process event it caused
+        /// (its causation id), for every message whose process events name it; sorted.
+        public var eventLatencies: [Double]
         /// Process events received, duplicates included.
         public var processEventsReceived: Int
         /// Distinct process events (by message id) received, by the kind of stream they are stored in.
@@ -40,6 +43,9 @@ public actor SimulationDriver {
     private let logger: Logger
     private var started: [String: ContinuousClock.Instant] = [:]
     private var latencies: [Double] = []
+    private var eventLatencies: [Double] = []
+    /// When each message the services sent was published, until its first process event arrives.
+    private var publishedAt: [String: ContinuousClock.Instant] = [:]
     private var seenMessageIDs = Set<String>()
     private var distinctByKind: [String: Int] = [:]
     private var received = 0
@@ -156,6 +162,10 @@ public actor SimulationDriver {
               let stream = properties.headers?[Envelope.Header.streamID]?.stringValue else { return }
         guard seenMessageIDs.insert(messageID).inserted else { return }
         distinctByKind[Self.kind(of: stream), default: 0] += 1
+        if let cause = properties.headers?[Envelope.Header.causationID]?.stringValue, let published = publishedAt.removeValue(forKey: cause) {
+            let elapsed = published.duration(to: .now)
+            eventLatencies.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        }
         let before = simulator.observed.count
         let replies = simulator.observe(eventType: type, streamID: stream, payload: delivery.body)
         if simulator.observed.count > before, let id = businessID(stream: stream), let start = started[id] {
@@ -213,6 +223,10 @@ public actor SimulationDriver {
         }
         var pending = amqp
         for attempt in 1...20 where !pending.isEmpty {
+            let publishing = ContinuousClock.now
+            for message in pending {
+                if let id = message.properties.messageID, publishedAt[id] == nil { publishedAt[id] = publishing }
+            }
             let results = await publisher.publish(contentsOf: pending)
             pending = zip(pending, results).compactMap { message, result in
                 if case .failure = result { return message }
@@ -231,7 +245,7 @@ public actor SimulationDriver {
         var expected: [ExpectedOutcome: Int] = [:]
         for outcome in simulator.expected.values { expected[outcome, default: 0] += 1 }
         return Report(expected: expected, observed: simulator.observedCounts, mismatches: simulator.mismatches, elapsed: elapsed,
-                      latencies: latencies.sorted(), processEventsReceived: received, distinctProcessEvents: distinctByKind,
+                      latencies: latencies.sorted(), eventLatencies: eventLatencies.sorted(), processEventsReceived: received, distinctProcessEvents: distinctByKind,
                       messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages)
     }
 }
