@@ -22,6 +22,8 @@ public actor SimulationDriver {
         /// Seconds from a service's message being published to the arrival of the first process event it caused
         /// (its causation id), for every message whose process events name it; sorted.
         public var eventLatencies: [Double]
+        /// Seconds from the start of the run to the arrival of each distinct process event, in arrival order.
+        public var eventArrivals: [Double]
         /// Process events received, duplicates included.
         public var processEventsReceived: Int
         /// Distinct process events (by message id) received, by the kind of stream they are stored in.
@@ -44,6 +46,8 @@ public actor SimulationDriver {
     private var started: [String: ContinuousClock.Instant] = [:]
     private var latencies: [Double] = []
     private var eventLatencies: [Double] = []
+    private var eventArrivals: [Double] = []
+    private let runStarted = ContinuousClock.now
     /// When each message the services sent was published, until its first process event arrives.
     private var publishedAt: [String: ContinuousClock.Instant] = [:]
     private var seenMessageIDs = Set<String>()
@@ -162,6 +166,8 @@ public actor SimulationDriver {
               let stream = properties.headers?[Envelope.Header.streamID]?.stringValue else { return }
         guard seenMessageIDs.insert(messageID).inserted else { return }
         distinctByKind[Self.kind(of: stream), default: 0] += 1
+        let sinceStart = runStarted.duration(to: .now)
+        eventArrivals.append(Double(sinceStart.components.seconds) + Double(sinceStart.components.attoseconds) / 1e18)
         if let cause = properties.headers?[Envelope.Header.causationID]?.stringValue, let published = publishedAt.removeValue(forKey: cause) {
             let elapsed = published.duration(to: .now)
             eventLatencies.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
@@ -245,7 +251,7 @@ public actor SimulationDriver {
         var expected: [ExpectedOutcome: Int] = [:]
         for outcome in simulator.expected.values { expected[outcome, default: 0] += 1 }
         return Report(expected: expected, observed: simulator.observedCounts, mismatches: simulator.mismatches, elapsed: elapsed,
-                      latencies: latencies.sorted(), eventLatencies: eventLatencies.sorted(), processEventsReceived: received, distinctProcessEvents: distinctByKind,
+                      latencies: latencies.sorted(), eventLatencies: eventLatencies.sorted(), eventArrivals: eventArrivals, processEventsReceived: received, distinctProcessEvents: distinctByKind,
                       messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages)
     }
 }

@@ -29,7 +29,7 @@ struct BenchCommandTests {
         let output = directory.appendingPathComponent("bench.json")
         try await FleetEndToEndTests.Fleet.with(storeURL: directory.appendingPathComponent("unused.sqlite").path) { fleet in
             let outcome = try await ChildProcess.run(FleetEndToEndTests.Fleet.executable, [
-                "bench", "--stores", "sqlite", "--workers", "1", "--orders", "30", "--trips", "6", "--ceiling-messages", "500",
+                "bench", "--stores", "sqlite", "--workers", "1", "--orders", "30", "--trips", "6", "--ceiling-messages", "500", "--step-timeout", "5",
                 "--amqp-url", fleet.amqpURL, "--directory", directory.path, "--json", output.path,
                 "--topology", TestBroker.repositoryRoot.appendingPathComponent("topology.json").path,
             ], timeout: .seconds(240))
