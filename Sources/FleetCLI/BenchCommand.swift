@@ -78,21 +78,19 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        // Each line as soon as it is measured, also into a pipe or a file.
-        setvbuf(stdout, nil, _IOLBF, 0)
         let topology = try Topology.loadForCommand(self.topology)
         var logger = Logger(label: "fleet.bench")
         logger.logLevel = .warning
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let admin = try await AMQPConnection.connect(url: amqpURL, logger: logger)
         try await topology.declare(on: admin)
-        print("fleet bench: \(orders) orders and \(trips) trips per run, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(Self.loadAverage())")
+        say("fleet bench: \(orders) orders and \(trips) trips per run, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(Self.loadAverage())")
 
         let brokerCeiling = try await BrokerCeiling.measure(connection: admin, messages: ceilingMessages, concurrency: concurrency)
-        print(String(format: "broker path alone (consume, publish with confirm, ack; no store): %.0f messages/s", brokerCeiling))
+        say(String(format: "broker path alone (consume, publish with confirm, ack; no store): %.0f messages/s", brokerCeiling))
 
         var results: [Result] = []
-        print("store      workers  processes  seconds  events/s   p50 ms   p90 ms   p99 ms   max ms  conflicts  RSS MiB start→end   store ceiling  ratio")
+        say("store      workers  processes  seconds  events/s   p50 ms   p90 ms   p99 ms   max ms  conflicts  RSS MiB start→end   store ceiling  ratio")
         for kind in storeKinds {
             for count in workerCounts {
                 let (storeURL, cleanup) = try await prepareStore(kind)
@@ -101,18 +99,18 @@ struct BenchCommand: AsyncParsableCommand {
                                                 brokerCeiling: brokerCeiling, storeCeiling: storeCeiling, logger: logger)
                 await cleanup()
                 results.append(result)
-                print(Self.line(result))
+                say(Self.line(result))
             }
         }
         await admin.close()
-        print("load at the end: \(Self.loadAverage())")
+        say("load at the end: \(Self.loadAverage())")
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try encoder.encode(results).write(to: URL(fileURLWithPath: json))
         }
         if results.contains(where: { !$0.processesEndedAsExpected }) {
-            print("some processes did not end as expected; see \(directory)/*.log")
+            say("some processes did not end as expected; see \(directory)/*.log")
             throw ExitCode(1)
         }
     }
@@ -157,7 +155,7 @@ struct BenchCommand: AsyncParsableCommand {
         let busy = report.eventArrivals.isEmpty ? 0 : Int((Double(report.eventArrivals.count) * 0.95).rounded(.up)) - 1
         let perSecond = report.eventArrivals.isEmpty ? 0 : Double(busy + 1) / max(report.eventArrivals[busy], 0.001)
         for (id, mismatch) in report.mismatches.prefix(5) {
-            print("  \(id): expected \(mismatch.expected.rawValue), observed \(mismatch.observed?.rawValue ?? "nothing")")
+            say("  \(id): expected \(mismatch.expected.rawValue), observed \(mismatch.observed?.rawValue ?? "nothing")")
         }
         let mebibytes = { (bytes: [Int]) in bytes.map { Double($0) / 1_048_576 } }
         return Result(
@@ -235,6 +233,12 @@ struct BenchCommand: AsyncParsableCommand {
     static func loadAverage() -> String {
         (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "unknown"
     }
+}
+
+/// Prints a line and flushes it, so that each figure shows as soon as it is measured, also into a pipe or a file.
+private func say(_ line: String) {
+    print(line)
+    fflush(nil)
 }
 
 /// The broker path of a worker without its store: consume a message, publish one with a confirm, acknowledge.
