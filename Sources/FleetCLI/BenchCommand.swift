@@ -44,6 +44,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Messages through the broker-path ceiling.") var ceilingMessages: Int = 20000
     @Option(help: "Messages handled at once per worker (as FLEET_CONCURRENCY).") var concurrency: Int = 32
     @Option(help: "Seconds an order step may take before its timeout fires (a backlog must not outlast it).") var stepTimeout: Int = 30
+    @Option(help: "Instead of fleet runs: schedule this many timeouts through the delay levels at once and measure their lateness.")
+    var timeouts: Int = 0
+    @Option(help: "Seconds over which those timeouts fall due (from 1 s on).") var timeoutSpread: Int = 600
     @Option(help: "Also write the results as JSON to this file.") var json: String?
 
     func validate() throws {
@@ -51,6 +54,7 @@ struct BenchCommand: AsyncParsableCommand {
         guard !workerCounts.isEmpty, workerCounts.allSatisfy({ (1...16).contains($0) }) else { throw ValidationError("--workers takes counts from 1 to 16") }
         guard !storeKinds.isEmpty, storeKinds.allSatisfy({ ["sqlite", "postgres"].contains($0) }) else { throw ValidationError("--stores takes sqlite and postgres") }
         guard ceilingMessages >= 100 else { throw ValidationError("--ceiling-messages must be at least 100") }
+        guard timeouts >= 0, (2...86_400).contains(timeoutSpread) else { throw ValidationError("--timeouts cannot be negative; --timeout-spread takes 2 to 86400 seconds") }
     }
 
     var workerCounts: [Int] { workers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
@@ -84,6 +88,10 @@ struct BenchCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let admin = try await AMQPConnection.connect(url: amqpURL, logger: logger)
         try await topology.declare(on: admin)
+        if timeouts > 0 {
+            try await measureTimeouts(topology: topology, admin: admin)
+            return
+        }
         say("fleet bench: \(orders) orders and \(trips) trips per run, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(Self.loadAverage())")
 
         let brokerCeiling = try await BrokerCeiling.measure(connection: admin, messages: ceilingMessages, concurrency: concurrency)
@@ -113,6 +121,24 @@ struct BenchCommand: AsyncParsableCommand {
             say("some processes did not end as expected; see \(directory)/*.log")
             throw ExitCode(1)
         }
+    }
+
+    /// `--timeouts N`: the delay levels' precision with N timeouts pending at once.
+    func measureTimeouts(topology: Topology, admin: AMQPConnection) async throws {
+        say("fleet bench: \(timeouts) timeouts due over 1 to \(timeoutSpread) s, all pending at once; load \(Self.loadAverage())")
+        let report = try await TimeoutPrecision.measure(connection: admin, topology: topology, count: timeouts, spread: timeoutSpread)
+        await admin.close()
+        let lateness = report.latenessMilliseconds
+        say(String(format: "scheduled %d in %.1f s, received %d, early %d; lateness p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms",
+                   report.scheduled, report.publishSeconds, report.received, report.early,
+                   lateness["p50"] ?? 0, lateness["p90"] ?? 0, lateness["p99"] ?? 0, lateness["max"] ?? 0))
+        say("load at the end: \(Self.loadAverage())")
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(report).write(to: URL(fileURLWithPath: json))
+        }
+        if report.received != report.scheduled || report.early > 0 { throw ExitCode(1) }
     }
 
     static func line(_ result: Result) -> String {
