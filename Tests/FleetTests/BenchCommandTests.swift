@@ -50,4 +50,31 @@ struct BenchCommandTests {
         let expected = result.processEventsPerSecond / min(result.brokerCeilingPerSecond, result.storeCeilingPerSecond)
         #expect(abs(result.ratio - expected) < 1e-9 * Swift.max(1, expected))
     }
+
+    struct TimeoutReport: Decodable {
+        var scheduled: Int
+        var received: Int
+        var early: Int
+        var latenessMilliseconds: [String: Double]
+    }
+
+    /// `fleet bench --timeouts`: every timeout scheduled through the delay levels arrives, none early.
+    @Test(.timeLimit(.minutes(3)))
+    func timeoutsThroughTheDelayLevelsArriveAndNoneEarly() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let output = directory.appendingPathComponent("timeouts.json")
+        try await FleetEndToEndTests.Fleet.with(storeURL: directory.appendingPathComponent("unused.sqlite").path) { fleet in
+            let outcome = try await ChildProcess.run(FleetEndToEndTests.Fleet.executable, [
+                "bench", "--timeouts", "300", "--timeout-spread", "4", "--amqp-url", fleet.amqpURL, "--json", output.path,
+                "--topology", TestBroker.repositoryRoot.appendingPathComponent("topology.json").path,
+            ], timeout: .seconds(150))
+            #expect(outcome.exited && outcome.status == 0, "\(outcome.output)")
+        }
+        let report = try JSONDecoder().decode(TimeoutReport.self, from: Data(contentsOf: output))
+        #expect(report.scheduled == 300 && report.received == 300 && report.early == 0)
+        let p50 = report.latenessMilliseconds["p50"] ?? -1, max = report.latenessMilliseconds["max"] ?? -1
+        #expect(0 <= p50 && p50 <= max, "\(report.latenessMilliseconds)")
+    }
 }
