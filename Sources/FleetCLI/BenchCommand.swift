@@ -76,6 +76,8 @@ struct BenchCommand: AsyncParsableCommand {
         var conflictsRetried: Int
         var residentMemoryStartMiB: [Double]
         var residentMemoryEndMiB: [Double]
+        /// The workers' summed resident memory every five seconds of the run (the soak's view), in MiB.
+        var residentMemorySamplesMiB: [Double]
         var brokerCeilingPerSecond: Double
         var storeCeilingPerSecond: Double
         var ratio: Double
@@ -167,7 +169,10 @@ struct BenchCommand: AsyncParsableCommand {
         settings.openingsPerSecond = rate
         settings.poisonMessages = 0
         settings.maximumReplyDelayMilliseconds = 0
-        let report = try await SimulationDriver.run(settings: settings, topology: topology, amqpURL: amqpURL, timeout: .seconds(900), logger: logger) { _, _ in }
+        let sampler = MemorySampler(fleet: fleet)
+        let report = try await SimulationDriver.run(settings: settings, topology: topology, amqpURL: amqpURL, timeout: .seconds(86_400), logger: logger) { _, _ in
+            sampler.sampleIfDue()
+        }
         let memoryAtEnd = fleet.residentMemory()
         var conflicts = 0
         for port in fleet.httpPorts { conflicts += await Self.counter("fleet_conflicts_retried_total", port: port) }
@@ -189,6 +194,7 @@ struct BenchCommand: AsyncParsableCommand {
             seconds: seconds, processEvents: events, processEventsPerSecond: perSecond, latencySamples: report.eventLatencies.count,
             latencyMilliseconds: ["p50": milliseconds(50), "p90": milliseconds(90), "p99": milliseconds(99), "max": Double(histogram.maxRecorded) / 1000],
             conflictsRetried: conflicts, residentMemoryStartMiB: mebibytes(memoryAtStart), residentMemoryEndMiB: mebibytes(memoryAtEnd),
+            residentMemorySamplesMiB: sampler.samples.map { Double($0) / 1_048_576 },
             brokerCeilingPerSecond: brokerCeiling, storeCeilingPerSecond: storeCeiling, ratio: perSecond / max(1, min(brokerCeiling, storeCeiling))
         )
     }
@@ -258,6 +264,33 @@ struct BenchCommand: AsyncParsableCommand {
 
     static func loadAverage() -> String {
         (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").first.map(String.init) ?? "unknown"
+    }
+}
+
+/// The workers' summed resident memory, sampled every five seconds from the simulator's progress callback.
+///
+/// Unchecked because `LocalFleet` holds `Process` objects; the sampler only reads their ids, under its lock.
+final class MemorySampler: @unchecked Sendable {
+    private let fleet: LocalFleet
+    private let lock = NSLock()
+    private var last = ContinuousClock.now
+    private var taken: [Int] = []
+
+    init(fleet: LocalFleet) {
+        self.fleet = fleet
+        taken.append(fleet.residentMemory().reduce(0, +))
+    }
+
+    /// The samples so far, in bytes.
+    var samples: [Int] { lock.withLock { taken } }
+
+    /// Takes a sample when five seconds have passed since the last one.
+    func sampleIfDue() {
+        lock.withLock {
+            guard last.duration(to: .now) >= .seconds(5) else { return }
+            last = .now
+            taken.append(fleet.residentMemory().reduce(0, +))
+        }
     }
 }
 
