@@ -18,6 +18,9 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+
+    /// A number in `0..<bound`.
+    mutating func below(_ bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
 }
 
 /// One message as a hostile (or careless) publisher could send it to the fleet.
@@ -83,12 +86,15 @@ enum HostileCorpus {
     static func tripRequest(trip: String) -> Data {
         let saga = TravelBookingSaga(tripID: trip, hotel: .init(resourceID: "h-1", bookingID: "\(trip)-hotel"),
                                      flight: .init(resourceID: "f-1", bookingID: "\(trip)-flight"), car: .init(resourceID: "c-1", bookingID: "\(trip)-car"))
-        return (try? JSONEncoder().encode(saga)) ?? Data()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return (try? encoder.encode(saga)) ?? Data()
     }
 
     static func timeoutBody(order: String) -> Data {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .millisecondsSince1970
+        encoder.outputFormatting = .sortedKeys
         let process = try! OrderFulfillmentProcess.processID(orderID: order)
         return (try? encoder.encode(ScheduledTimeout(processID: process, timeoutID: "t-\(order)", dueAt: Date(timeIntervalSince1970: 1_800_000_000), attempt: 1))) ?? Data()
     }
@@ -166,7 +172,7 @@ enum HostileCorpus {
             order("forged x-death on a bad body", Data("{".utf8), id: "\(tag)-46",
                   headers: ["x-death": .array([.table(["queue": "fleet.orders", "reason": "rejected", "count": .int64(99)])])], reason: "malformed-body"),
             // Fits in a frame as sent, but not once the failure headers are added to dead-letter it.
-            order("a 130 KB header table on a bad body", Data("{".utf8), id: "\(tag)-47", headers: wideHeaders(bytes: 130_700), reason: "malformed-body"),
+            order("a 130 KB header table on a bad body", Data("{".utf8), id: "\(tag)-47", headers: wideHeaders(bytes: 130_900), reason: "malformed-body"),
             // Another process's id: a payment for order A that names order B.
             order("correlation id names another order", valid, id: "\(tag)-48", correlation: b, reason: "correlation-mismatch"),
             HostileMessage(name: "OrderPlaced for A naming B", exchange: "domain.events", routingKey: "order.placed", queue: orders,
@@ -192,7 +198,8 @@ enum HostileCorpus {
             settlement("a settlement without order_id", json(["settlement_id": "\(tag)-s1"]), reason: "missing-correlation-id"),
             settlement("a settlement with an object id", json(["order_id": a, "settlement_id": ["x": 1]]), reason: "missing-message-id"),
             settlement("a settlement with order_id a boolean", json(["order_id": true, "settlement_id": "\(tag)-s2"]), reason: "missing-correlation-id"),
-            settlement("a settlement with order_id 1e400", Data(#"{"order_id":1e400,"settlement_id":"s3"}"#.utf8), reason: "missing-correlation-id"),
+            settlement("a settlement with order_id 1e400", Data(#"{"order_id":1e400,"settlement_id":"s3"}"#.utf8), reason: "malformed-body"),
+            settlement("a settlement with order_id 7.0", Data(#"{"order_id":7.0,"settlement_id":"s3"}"#.utf8), reason: "missing-correlation-id"),
             settlement("a decline without a reason", json(["order_id": a, "settlement_id": "\(tag)-s4"]), routingKey: "settlement.declined", reason: "invalid-payload"),
             settlement("a decline whose reason is 1e400", Data(#"{"order_id":"\#(a)","settlement_id":"\#(tag)-s5","decline_reason":1e400}"#.utf8),
                        routingKey: "settlement.declined", reason: "malformed-body"),
@@ -242,55 +249,55 @@ enum HostileCorpus {
         var result: [HostileMessage] = []
         result.reserveCapacity(count)
         for index in 0..<count {
-            var message = templates[Int(random.next(upperBound: UInt64(templates.count)))]
+            var message = templates[random.below(templates.count)]
             message.properties.messageID = message.properties.messageID.map { "\($0)-\(seed)-\(index)" }
-            let operation = random.next(upperBound: 12)
+            let operation = random.below(12)
             message.name = "seed \(seed) case \(index) (operation \(operation))"
             message.body = mutate(message.body, operation: operation, random: &random)
-            if random.next(upperBound: 3) == 0 { mutateProperties(&message.properties, random: &random) }
+            if random.below(3) == 0 { mutateProperties(&message.properties, random: &random) }
             result.append(message)
         }
         return result
     }
 
-    static func mutate(_ body: Data, operation: UInt64, random: inout SplitMix64) -> Data {
+    static func mutate(_ body: Data, operation: Int, random: inout SplitMix64) -> Data {
         var bytes = [UInt8](body)
-        func position() -> Int { bytes.isEmpty ? 0 : Int(random.next(upperBound: UInt64(bytes.count))) }
+        func position() -> Int { bytes.isEmpty ? 0 : random.below(bytes.count) }
         switch operation {
         case 0: // flip bits of a few bytes
-            for _ in 0..<(1 + random.next(upperBound: 4)) where !bytes.isEmpty { bytes[position()] ^= UInt8(truncatingIfNeeded: random.next() | 1) }
+            for _ in 0..<(1 + random.below(4)) where !bytes.isEmpty { bytes[position()] ^= UInt8(truncatingIfNeeded: random.next() | 1) }
         case 1: // truncate
             bytes = Array(bytes.prefix(position()))
         case 2: // insert hostile bytes
             let hostile: [UInt8] = [0x00, 0xFF, 0xC0, 0x80, 0xED, 0xA0, 0x22, 0x5C, 0x7B, 0x7D, 0x5B, 0x5D, 0x2C, 0x3A, 0x0A]
-            let inserted = (0..<(1 + random.next(upperBound: 8))).map { _ in hostile[Int(random.next(upperBound: UInt64(hostile.count)))] }
+            let inserted = (0..<(1 + random.below(8))).map { _ in hostile[random.below(hostile.count)] }
             bytes.insert(contentsOf: inserted, at: position())
         case 3: // delete a range
-            let start = position(), length = Int(random.next(upperBound: 16))
+            let start = position(), length = Int(random.below(16))
             bytes.removeSubrange(start..<min(bytes.count, start + length))
         case 4: // duplicate a slice
-            let start = position(), length = Int(random.next(upperBound: 64))
+            let start = position(), length = Int(random.below(64))
             let slice = Array(bytes[start..<min(bytes.count, start + length)])
             bytes.insert(contentsOf: slice, at: position())
         case 5, 6: // a value of the wrong type
             guard var object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any], !object.isEmpty else { break }
-            let key = object.keys.sorted()[Int(random.next(upperBound: UInt64(object.count)))]
-            object[key] = replacements[Int(random.next(upperBound: UInt64(replacements.count)))]
+            let key = object.keys.sorted()[random.below(object.count)]
+            object[key] = replacements[random.below(replacements.count)]
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) { bytes = [UInt8](data) }
         case 7: // a field removed
             guard var object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any], !object.isEmpty else { break }
-            object.removeValue(forKey: object.keys.sorted()[Int(random.next(upperBound: UInt64(object.count)))])
+            object.removeValue(forKey: object.keys.sorted()[random.below(object.count)])
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) { bytes = [UInt8](data) }
         case 8: // wrapped in nesting, from shallow to far too deep
-            let depth = [1, 8, 63, 64, 65, 500, 20_000][Int(random.next(upperBound: 7))]
+            let depth = [1, 8, 63, 64, 65, 500, 20_000][Int(random.below(7))]
             bytes = [UInt8](String(repeating: #"{"a":"#, count: depth).utf8) + bytes + [UInt8](repeating: 0x7D, count: depth)
         case 9: // a long string spliced in as a value
-            let length = [1_000, 100_000, 600_000][Int(random.next(upperBound: 3))]
+            let length = [1_000, 100_000, 600_000][Int(random.below(3))]
             guard var object = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any], !object.isEmpty else { break }
-            object[object.keys.sorted()[Int(random.next(upperBound: UInt64(object.count)))]] = String(repeating: "\u{1F600}", count: length / 4)
+            object[object.keys.sorted()[random.below(object.count)]] = String(repeating: "\u{1F600}", count: length / 4)
             if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) { bytes = [UInt8](data) }
         case 10: // random bytes
-            bytes = (0..<random.next(upperBound: 64)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            bytes = (0..<random.below(64)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
         default: // unchanged body (only the properties may change)
             break
         }
@@ -298,16 +305,16 @@ enum HostileCorpus {
     }
 
     static func mutateProperties(_ properties: inout AMQPProperties, random: inout SplitMix64) {
-        switch random.next(upperBound: 6) {
-        case 0: properties.type = typeNames[Int(random.next(upperBound: UInt64(typeNames.count)))]
-        case 1: properties.messageID = random.next(upperBound: 2) == 0 ? nil : "id\u{0}\(random.next())"
-        case 2: properties.correlationID = ["other-order", "", "m-order\u{1B}[31m", String(repeating: "c", count: 255)][Int(random.next(upperBound: 4))]
-        case 3: properties.contentType = ["text/plain", "", "application/json; charset=utf-8", "application/vnd.x+json", "APPLICATION/JSON"][Int(random.next(upperBound: 5))]
+        switch random.below(6) {
+        case 0: properties.type = typeNames[random.below(typeNames.count)]
+        case 1: properties.messageID = random.below(2) == 0 ? nil : "id\u{0}\(random.next())"
+        case 2: properties.correlationID = ["other-order", "", "m-order\u{1B}[31m", String(repeating: "c", count: 255)][Int(random.below(4))]
+        case 3: properties.contentType = ["text/plain", "", "application/json; charset=utf-8", "application/vnd.x+json", "APPLICATION/JSON"][Int(random.below(5))]
         default:
             var headers = properties.headers ?? [:]
-            for _ in 0..<(1 + random.next(upperBound: 3)) {
-                headers[headerNames[Int(random.next(upperBound: UInt64(headerNames.count)))]] =
-                    hostileHeaderValues[Int(random.next(upperBound: UInt64(hostileHeaderValues.count)))]
+            for _ in 0..<(1 + random.below(3)) {
+                headers[headerNames[random.below(headerNames.count)]] =
+                    hostileHeaderValues[random.below(hostileHeaderValues.count)]
             }
             properties.headers = headers
         }

