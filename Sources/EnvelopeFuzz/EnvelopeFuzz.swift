@@ -50,22 +50,25 @@ enum EnvelopeFuzz {
 }
 
 #if FUZZING
-/// libFuzzer's driver, for a program with a `main` of its own (SwiftPM gives every executable one).
-@_silgen_name("LLVMFuzzerRunDriver")
-private func runFuzzerDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-                             _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+/// libFuzzer's entry point.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ start: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    EnvelopeFuzz.run(start.map { Data(bytes: $0, count: count) } ?? Data())
+    return 0
+}
 
-/// Built by `scripts/fuzz` with `-sanitize=fuzzer`: libFuzzer runs inputs through ``EnvelopeFuzz/run(_:)``.
-@main
-struct EnvelopeFuzzer {
-    static func main() {
-        var argc = CommandLine.argc
-        var argv = CommandLine.unsafeArgv
-        exit(runFuzzerDriver(&argc, &argv) { start, count in
-            EnvelopeFuzz.run(start.map { Data(bytes: $0, count: count) } ?? Data())
-            return 0
-        })
-    }
+/// libFuzzer's driver, for programs with a `main` of their own.
+@_silgen_name("LLVMFuzzerRunDriver")
+func runFuzzerDriver(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+                     _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
+
+/// The program's `main`: SwiftPM links every executable with `main` aliased to `<module>_main`, so libFuzzer's
+/// own `main` is not the one that runs; this one hands over to libFuzzer's driver.
+@_cdecl("EnvelopeFuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> CInt {
+    var count = argc
+    var arguments = argv
+    return runFuzzerDriver(&count, &arguments, fuzzOneInput)
 }
 #else
 /// Without libFuzzer: runs the files named on the command line through the same code, to replay a finding
