@@ -209,6 +209,32 @@ struct HostileInputTests {
         #expect(envelope.attempt == 1)
     }
 
+    /// Header tables nested deeper than ``AMQPProperties/maximumHeaderNesting`` come back cut off (`.void` where
+    /// the deeper levels were), so that no copy of them can exhaust a stack.
+    @Test func headersNestedTooDeeplyAreCutOffWhenRead() async throws {
+        let connection = try await TestBroker.connect()
+        let queue = TestBroker.uniqueName("nesting")
+        _ = try await connection.declare(QueueDeclaration(name: queue, durable: false))
+        var nested: AMQPFieldValue = "bottom"
+        for level in 0..<40 { nested = level.isMultiple(of: 2) ? .array([nested]) : .table(["t": nested]) }
+        var properties = AMQPProperties()
+        properties.headers = ["x-nest": nested, "x-flat": "kept"]
+        let publisher = try await connection.makePublisher()
+        try await publisher.publish(Data("{}".utf8), exchange: "", routingKey: queue, properties: properties)
+        let delivery = try #require(try await connection.get(queue: queue, noAck: true))
+        _ = try await connection.deleteQueue(queue)
+        await connection.close()
+        #expect(delivery.properties.headers?["x-flat"] == "kept")
+        var depth = 1
+        var value = try #require(delivery.properties.headers?["x-nest"])
+        while true {
+            if let array = value.arrayValue, let first = array.first { value = first } else if let table = value.tableValue, let inner = table["t"] { value = inner } else { break }
+            depth += 1
+        }
+        #expect(depth == AMQPProperties.maximumHeaderNesting)
+        #expect(value == .void)
+    }
+
     // MARK: - Topology files
 
     static let topologyData: Data = (try? Data(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))) ?? Data()
