@@ -184,10 +184,11 @@ struct HostileInputTests {
             try router.route(incoming(correlation: "B"))
         }
         let processA = try OrderFulfillmentProcess.processID(orderID: "A")
-        for correlation in [nil, "A", processA.description] {
+        // No correlation id, an empty one, the order's or its process's: handled for A, with A's correlation id.
+        for (correlation, stamped) in [(nil, "A"), ("", "A"), ("A", "A"), (processA.description, processA.description)] {
             let routed = try #require(try router.route(incoming(correlation: correlation)))
             #expect(routed.processID == processA)
-            #expect(routed.options.metadata.correlationID == "A" || routed.options.metadata.correlationID == processA.description)
+            #expect(routed.options.metadata.correlationID == stamped)
         }
 
         var properties = AMQPProperties()

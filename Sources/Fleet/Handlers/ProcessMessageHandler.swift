@@ -110,7 +110,7 @@ public struct TimeoutMessageHandler: MessageHandler {
         } catch {
             throw EnvelopeError(.invalidPayload, "not a timeout: \(String(describing: error).prefix(200))")
         }
-        if let claimed = envelope.correlationID, claimed != timeout.processID.description {
+        if let claimed = envelope.correlationID, !claimed.isEmpty, claimed != timeout.processID.description {
             throw EnvelopeError(.correlationMismatch, "the correlation id \(String(claimed.prefix(100)).debugDescription) names another process than the timeout's \(timeout.processID)")
         }
         let key = try IdempotencyKey(consumer: consumer, messageID: envelope.messageID)
@@ -162,7 +162,7 @@ public struct SagaMessageHandler<Definition: SagaDefinition>: MessageHandler {
         } catch {
             throw EnvelopeError(.invalidPayload, error.description)
         }
-        if let claimed = envelope.correlationID, claimed != definition.businessID, claimed != sagaID.description {
+        if let claimed = envelope.correlationID, !claimed.isEmpty, claimed != definition.businessID, claimed != sagaID.description {
             throw EnvelopeError(.correlationMismatch, "the correlation id \(String(claimed.prefix(100)).debugDescription) names another saga than the request's \(String(definition.businessID.prefix(100)).debugDescription)")
         }
         let existing = try await runner.runtime.executor.store.read(stream: sagaID)
