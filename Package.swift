@@ -117,6 +117,9 @@ let package = Package(
             name: "AMQPBenchmark",
             dependencies: ["AMQP", "CRabbitMQBaseline"]
         ),
+        // The envelope decoder, the order router's payload decoding and the topology loader under libFuzzer
+        // (`scripts/fuzz`); built normally it replays inputs given as files.
+        .executableTarget(name: "EnvelopeFuzz", dependencies: ["Fleet", "AMQP", "EventCore", "OrderFulfillment", "Processes"]),
         .target(name: "FleetTestSupport", dependencies: ["AMQP"], path: "Tests/FleetTestSupport"),
         .testTarget(name: "AMQPTests", dependencies: ["AMQP", "FleetTestSupport"]),
         .testTarget(

@@ -98,21 +98,30 @@ extension amqp_bytes_t {
     }
 }
 
+extension AMQPProperties {
+    /// Tables and arrays in headers nested deeper than this are cut off when a message is read: the copy has
+    /// `.void` where the deeper levels were. A broker passes on any nesting a frame can hold (some 26,000 levels
+    /// in 128 KiB), and a copy that deep would exhaust the stack of whichever thread copies, compares or releases it.
+    public static let maximumHeaderNesting = 32
+}
+
 extension amqp_table_t {
     /// A Swift copy of the table.
-    var swiftTable: AMQPTable {
+    var swiftTable: AMQPTable { swiftTable(depth: 1) }
+
+    func swiftTable(depth: Int) -> AMQPTable {
         var result: AMQPTable = [:]
         guard num_entries > 0, let entries else { return result }
         for index in 0..<Int(num_entries) {
-            result[entries[index].key.string] = entries[index].value.swiftValue
+            result[entries[index].key.string] = entries[index].value.swiftValue(depth: depth)
         }
         return result
     }
 }
 
 extension amqp_field_value_t {
-    /// A Swift copy of the value.
-    var swiftValue: AMQPFieldValue {
+    /// A Swift copy of the value, which is `depth` levels deep in its table (1 for the table's own entries).
+    func swiftValue(depth: Int) -> AMQPFieldValue {
         switch amqp_field_value_kind_t(rawValue: UInt32(kind)) {
         case AMQP_FIELD_KIND_BOOLEAN: return .bool(value.boolean != 0)
         case AMQP_FIELD_KIND_I8: return .int8(value.i8)
@@ -132,11 +141,14 @@ extension amqp_field_value_t {
             return .bytes(raw)
         case AMQP_FIELD_KIND_BYTES: return .bytes(value.bytes.array)
         case AMQP_FIELD_KIND_ARRAY:
+            guard depth < AMQPProperties.maximumHeaderNesting else { return .void }
             let array = value.array
             guard array.num_entries > 0, let entries = array.entries else { return .array([]) }
-            return .array((0..<Int(array.num_entries)).map { entries[$0].swiftValue })
+            return .array((0..<Int(array.num_entries)).map { entries[$0].swiftValue(depth: depth + 1) })
         case AMQP_FIELD_KIND_TIMESTAMP: return .timestamp(Date(timeIntervalSince1970: TimeInterval(value.u64)))
-        case AMQP_FIELD_KIND_TABLE: return .table(value.table.swiftTable)
+        case AMQP_FIELD_KIND_TABLE:
+            guard depth < AMQPProperties.maximumHeaderNesting else { return .void }
+            return .table(value.table.swiftTable(depth: depth + 1))
         default: return .void
         }
     }

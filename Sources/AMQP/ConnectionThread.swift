@@ -45,7 +45,9 @@ final class ConnectionThread: Sendable {
     func start(name: String, _ body: @escaping @Sendable () -> Void) {
         let thread = Thread(block: body)
         thread.name = name
-        thread.stackSize = 1 << 20
+        // librabbitmq decodes nested header tables recursively: a frame of 128 KiB can nest some 26,000 levels,
+        // which needs a few MiB of stack. Reserved, not committed, so it costs nothing until used.
+        thread.stackSize = 16 << 20
         thread.start()
     }
 

@@ -69,10 +69,18 @@ public struct OrderFulfillmentRouter: ProcessEventRouter {
             case .invalidPayload: throw RoutingError(.invalidPayload, eventType: event.eventType, error.description)
             }
         }
+        // A message about order A whose correlation id names order B is refused: handling it for A would stamp
+        // B's id on A's events, and handling it for B would let any sender move B with A's payload.
+        // An empty correlation id says nothing (some publishers send one for none).
+        if let claimed = event.metadata.correlationID, !claimed.isEmpty, claimed != decoded.orderID,
+           claimed != (try? OrderFulfillmentProcess.processID(orderID: decoded.orderID))?.description {
+            throw RoutingError(.correlationMismatch, eventType: event.eventType,
+                               "the correlation id \(String(claimed.prefix(100)).debugDescription) names another order than the payload's \(String(decoded.orderID.prefix(100)).debugDescription)")
+        }
         do {
             guard let command = try handler.command(for: decoded, at: event.receivedAt) else { return nil }
             let metadata = event.metadata.merged(with: EventMetadata(
-                correlationID: event.metadata.correlationID ?? decoded.orderID,
+                correlationID: event.metadata.correlationID.flatMap { $0.isEmpty ? nil : $0 } ?? decoded.orderID,
                 causationID: event.messageID,
                 sourceMessageID: event.messageID
             ))

@@ -66,6 +66,8 @@ public struct RoutingError: Error, Sendable, Hashable, CustomStringConvertible {
         case unknownEventType
         /// The payload did not decode, or a field failed validation.
         case invalidPayload
+        /// The message's correlation id names another process than its payload does.
+        case correlationMismatch
     }
 
     /// The kind of failure.

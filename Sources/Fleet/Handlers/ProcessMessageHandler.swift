@@ -31,7 +31,12 @@ public struct ProcessMessageHandler: MessageHandler {
         do {
             routed = try router.route(incoming)
         } catch {
-            throw EnvelopeError(error.code == .unknownEventType ? .unknownEventType : .invalidPayload, error.message)
+            let code: EnvelopeError.Code = switch error.code {
+            case .unknownEventType: .unknownEventType
+            case .invalidPayload: .invalidPayload
+            case .correlationMismatch: .correlationMismatch
+            }
+            throw EnvelopeError(code, error.message)
         }
         guard let routed else { return .noEffect }
         let execution: ProcessExecution
@@ -105,6 +110,9 @@ public struct TimeoutMessageHandler: MessageHandler {
         } catch {
             throw EnvelopeError(.invalidPayload, "not a timeout: \(String(describing: error).prefix(200))")
         }
+        if let claimed = envelope.correlationID, !claimed.isEmpty, claimed != timeout.processID.description {
+            throw EnvelopeError(.correlationMismatch, "the correlation id \(String(claimed.prefix(100)).debugDescription) names another process than the timeout's \(timeout.processID)")
+        }
         let key = try IdempotencyKey(consumer: consumer, messageID: envelope.messageID)
         var metadata = EventMetadata()
         metadata.correlationID = timeout.processID.description
@@ -153,6 +161,9 @@ public struct SagaMessageHandler<Definition: SagaDefinition>: MessageHandler {
             sagaID = try Definition.sagaID(for: definition.businessID)
         } catch {
             throw EnvelopeError(.invalidPayload, error.description)
+        }
+        if let claimed = envelope.correlationID, !claimed.isEmpty, claimed != definition.businessID, claimed != sagaID.description {
+            throw EnvelopeError(.correlationMismatch, "the correlation id \(String(claimed.prefix(100)).debugDescription) names another saga than the request's \(String(definition.businessID.prefix(100)).debugDescription)")
         }
         let existing = try await runner.runtime.executor.store.read(stream: sagaID)
         let report = try await runner.run(definition)

@@ -27,6 +27,12 @@ public struct EnvelopeError: Error, Sendable, Equatable, CustomStringConvertible
         public static let invalidPayload = Code("invalid-payload")
         /// Transient failures went on past the retry policy's last attempt.
         public static let retriesExhausted = Code("retries-exhausted")
+        /// A property or header the fleet reads has the wrong type or an impossible value: an `x-fleet-attempt`
+        /// that is not a small non-negative integer, an `x-fleet-due-at` that is not an integer or lies beyond
+        /// the decoder's horizon, an id with a control character.
+        public static let invalidHeader = Code("invalid-header")
+        /// The message names one process in its correlation id and another in its payload.
+        public static let correlationMismatch = Code("correlation-mismatch")
     }
 
     /// The reason.
@@ -56,16 +62,24 @@ public struct EnvelopeDecoder: Sendable {
     public var maximumBodyBytes: Int
     /// JSON deeper than this is refused (protects the parser's stack).
     public var maximumDepth: Int
+    /// An `x-fleet-due-at` further ahead than this is refused: no timeout or retry of the fleet waits that long,
+    /// and such a message would otherwise travel the delay levels for ever (a due time in microseconds, say).
+    public var maximumDelay: TimeInterval
 
     /// A decoder for `route`.
-    public init(route: Route, maximumBodyBytes: Int = 1 << 20, maximumDepth: Int = 64) {
+    public init(route: Route, maximumBodyBytes: Int = 1 << 20, maximumDepth: Int = 64, maximumDelay: TimeInterval = 10 * 366 * 86_400) {
         self.route = route
         self.maximumBodyBytes = maximumBodyBytes
         self.maximumDepth = maximumDepth
+        self.maximumDelay = maximumDelay
     }
 
-    /// Decodes one message.
-    public func decode(body: Data, properties: AMQPProperties, routingKey: String, queue: String) throws(EnvelopeError) -> Envelope {
+    /// Decodes one message received at `now`.
+    ///
+    /// - Throws: ``EnvelopeError`` with the reason the message cannot be processed. The fleet's own headers are
+    ///   checked strictly (a wrongly typed or impossible value is ``EnvelopeError/Code/invalidHeader``); headers
+    ///   it does not read are left alone.
+    public func decode(body: Data, properties: AMQPProperties, routingKey: String, queue: String, now: Date = Date()) throws(EnvelopeError) -> Envelope {
         guard body.count <= maximumBodyBytes else {
             throw EnvelopeError(.bodyTooLarge, "\(body.count) bytes, the limit is \(maximumBodyBytes)")
         }
@@ -74,15 +88,21 @@ public struct EnvelopeDecoder: Sendable {
             throw EnvelopeError(.unsupportedContentType, "content type \(contentType.prefix(100)) is not JSON")
         }
         let document = try parse(body)
-        let headers = properties.headers ?? [:]
+        let headers = FleetHeaders(properties.headers ?? [:])
+        let attempt = try headers.integer(Envelope.Header.attempt, in: 0...Int64(Int32.max))
+        let dueAt = try headers.integer(Envelope.Header.dueAt, in: Int64.min...Int64.max).map { Date(timeIntervalSince1970: Double($0) / 1000) }
+        if let dueAt, dueAt.timeIntervalSince(now) > maximumDelay {
+            throw EnvelopeError(.invalidHeader, "\(Envelope.Header.dueAt) is \(Int(dueAt.timeIntervalSince(now) / 86_400)) days ahead, more than the \(Int(maximumDelay / 86_400)) days any delay may last")
+        }
         var envelope = Envelope(
             messageID: properties.messageID ?? "", eventType: properties.type ?? "", correlationID: properties.correlationID,
-            causationID: headers[Envelope.Header.causationID]?.stringValue, traceparent: headers[Envelope.Header.traceparent]?.stringValue,
+            causationID: try headers.string(Envelope.Header.causationID), traceparent: try headers.string(Envelope.Header.traceparent),
             body: body, timestamp: properties.timestamp, queue: queue, routingKey: routingKey,
-            attempt: Int(headers[Envelope.Header.attempt]?.intValue ?? 0),
-            streamID: headers[Envelope.Header.streamID]?.stringValue, streamVersion: headers[Envelope.Header.streamVersion]?.intValue,
-            globalPosition: headers[Envelope.Header.globalPosition]?.intValue,
-            dueAt: headers[Envelope.Header.dueAt]?.intValue.map { Date(timeIntervalSince1970: Double($0) / 1000) })
+            attempt: Int(attempt ?? 0),
+            streamID: try headers.string(Envelope.Header.streamID),
+            streamVersion: try headers.integer(Envelope.Header.streamVersion, in: 0...Int64.max),
+            globalPosition: try headers.integer(Envelope.Header.globalPosition, in: 0...Int64.max),
+            dueAt: dueAt)
 
         if let mapping = route.foreign.first(where: { $0.matches(routingKey: routingKey, headers: properties.headers) }) {
             envelope.eventType = mapping.eventType
@@ -125,6 +145,10 @@ public struct EnvelopeDecoder: Sendable {
         guard envelope.messageID.utf8.count <= 255 else {
             throw EnvelopeError(.missingMessageID, "the message id is longer than 255 bytes")
         }
+        for (name, value) in [("type", envelope.eventType), ("message id", envelope.messageID), ("correlation id", envelope.correlationID ?? "")]
+        where value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw EnvelopeError(.invalidHeader, "the \(name) \(String(value.prefix(100)).debugDescription) contains a control character")
+        }
         return envelope
     }
 
@@ -145,6 +169,41 @@ public struct EnvelopeDecoder: Sendable {
             throw EnvelopeError(.malformedBody, "the body is JSON but not an object")
         }
         return document
+    }
+}
+
+/// The headers the fleet reads, checked for type: a header that is absent is nil, one of the wrong type is refused.
+private struct FleetHeaders {
+    let table: AMQPTable
+
+    init(_ table: AMQPTable) { self.table = table }
+
+    func string(_ name: String) throws(EnvelopeError) -> String? {
+        guard let value = table[name] else { return nil }
+        guard let text = value.stringValue else { throw EnvelopeError(.invalidHeader, "\(name) must be a UTF-8 string, not \(Self.describe(value))") }
+        return text
+    }
+
+    func integer(_ name: String, in range: ClosedRange<Int64>) throws(EnvelopeError) -> Int64? {
+        guard let value = table[name] else { return nil }
+        guard let number = value.intValue else { throw EnvelopeError(.invalidHeader, "\(name) must be an integer, not \(Self.describe(value))") }
+        guard range.contains(number) else { throw EnvelopeError(.invalidHeader, "\(name) is \(number), outside \(range.lowerBound)...\(range.upperBound)") }
+        return number
+    }
+
+    /// The kind of a header value, without its contents (a table may be large or nested deeply).
+    private static func describe(_ value: AMQPFieldValue) -> String {
+        switch value {
+        case .bool: "a boolean"
+        case .int8, .uint8, .int16, .uint16, .int32, .uint32, .int64, .uint64: "an integer out of range"
+        case .float, .double, .decimal: "a number with a fraction"
+        case .string: "a string"
+        case .bytes: "a byte array"
+        case .array: "an array"
+        case .timestamp: "a timestamp"
+        case .table: "a table"
+        case .void: "void"
+        }
     }
 }
 

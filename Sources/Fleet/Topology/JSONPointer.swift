@@ -38,11 +38,16 @@ public struct JSONPointer: Sendable, Hashable, CustomStringConvertible {
         return current
     }
 
-    /// The value as a string id: strings as they are, integers in decimal; nil for anything else.
+    /// The value as a string id: strings as they are, integers in decimal; nil for anything else (booleans and
+    /// numbers with a fraction or an exponent included, which `JSONSerialization` would also let pass as `Int`).
     public func stringValue(in document: Any) -> String? {
         switch resolve(in: document) {
         case let text as String: return text
-        case let number as Int: return String(number)
+        case let number as NSNumber:
+            // `JSONSerialization` gives booleans as `c` (char) and numbers written with a fraction as `d`.
+            guard !["c", "d", "f"].contains(String(cString: number.objCType)), let integer = Int(exactly: number.int64Value),
+                  number == NSNumber(value: integer) else { return nil }
+            return String(integer)
         default: return nil
         }
     }

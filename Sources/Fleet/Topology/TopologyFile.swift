@@ -25,8 +25,18 @@ extension Topology {
         return try decode(data, source: url.lastPathComponent)
     }
 
+    /// JSON deeper than this is refused before it is parsed (a topology file needs about six levels).
+    public static let maximumDepth = 64
+
     /// Decodes and validates topology JSON.
     public static func decode(_ data: Data, source: String = "topology") throws(TopologyError) -> Topology {
+        guard String(validating: data, as: UTF8.self) != nil else {
+            throw TopologyError(entry: source, problem: "malformed JSON: the file is not UTF-8")
+        }
+        let depth = JSONDepth.maximum(of: data)
+        guard depth <= maximumDepth else {
+            throw TopologyError(entry: source, problem: "malformed JSON: nested \(depth) levels deep, at most \(maximumDepth) are allowed")
+        }
         let file: File
         do {
             file = try JSONDecoder().decode(File.self, from: data)
@@ -181,10 +191,14 @@ extension Topology {
         func path(_ context: DecodingError.Context) -> String {
             context.codingPath.map { key in key.intValue.map { "[\($0)]" } ?? ".\(key.stringValue)" }.joined()
         }
+        func subject(_ context: DecodingError.Context) -> String {
+            let where_ = path(context)
+            return where_.isEmpty ? "the file" : where_
+        }
         switch error {
-        case .keyNotFound(let key, let context): return "\(path(context)) is missing \"\(key.stringValue)\""
-        case .typeMismatch(let type, let context): return "\(path(context)) should be \(type): \(context.debugDescription)"
-        case .valueNotFound(let type, let context): return "\(path(context)) needs a \(type)"
+        case .keyNotFound(let key, let context): return "\(subject(context)) is missing \"\(key.stringValue)\""
+        case .typeMismatch(let type, let context): return "\(subject(context)) should be \(type): \(context.debugDescription)"
+        case .valueNotFound(let type, let context): return "\(subject(context)) needs a \(type)"
         case .dataCorrupted(let context):
             let where_ = path(context)
             return (where_.isEmpty ? "" : "\(where_): ") + "malformed JSON: \(context.debugDescription)"

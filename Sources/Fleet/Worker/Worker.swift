@@ -158,7 +158,7 @@ public final class Worker: Sendable {
         metrics.consumed(queue: queue)
         let envelope: Envelope
         do {
-            envelope = try decoder.decode(body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey, queue: queue)
+            envelope = try decoder.decode(body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey, queue: queue, now: now())
         } catch {
             await deadLetter(delivery, queue: queue, error: error, publisher: publisher)
             return
@@ -260,8 +260,16 @@ public final class Worker: Sendable {
     private func deadLetter(_ delivery: AMQPDelivery, queue: String, error: EnvelopeError, publisher: AMQPPublisher) async {
         var properties = delivery.properties
         var headers = properties.headers ?? [:]
+        var detail = String(error.detail.prefix(1000))
+        let headerBytes = Self.encodedSize(of: headers)
+        if headerBytes > Self.maximumKeptHeaderBytes {
+            // With the failure headers added, the properties would no longer fit in a frame: the publication
+            // would fail and the message come back for ever. The reason matters more than the original headers.
+            detail += " (its \(headers.count) headers, \(headerBytes) bytes encoded, were dropped)"
+            headers = [:]
+        }
         headers[Envelope.Header.error] = .string(error.code.rawValue)
-        headers[Envelope.Header.errorDetail] = .string(String(error.detail.prefix(1000)))
+        headers[Envelope.Header.errorDetail] = .string(detail)
         headers[Envelope.Header.worker] = .string(configuration.workerID)
         headers[Envelope.Header.failedAt] = .string(ISO8601DateFormatter().string(from: now()))
         headers[Envelope.Header.sourceQueue] = .string(queue)
@@ -280,6 +288,44 @@ public final class Worker: Sendable {
             logger.error("worker: dead-lettering failed; the message will come again", metadata: ["error": "\(error)"])
             settle(delivery, queue: queue) { try $0.nack(requeue: true) }
         }
+    }
+
+    /// Original headers up to this size travel with a dead letter; larger tables are dropped so that the
+    /// properties frame stays well below the broker's default `frame_max` (128 KiB).
+    static let maximumKeptHeaderBytes = 64 << 10
+
+    /// The size of a header table in the AMQP 0-9-1 wire encoding (counted without recursion, so that any
+    /// nesting is safe).
+    static func encodedSize(of table: AMQPTable) -> Int {
+        var size = 4
+        var pending: [AMQPFieldValue] = []
+        for (key, value) in table {
+            size += 1 + key.utf8.count
+            pending.append(value)
+        }
+        while let value = pending.popLast() {
+            size += 1
+            switch value {
+            case .bool, .int8, .uint8: size += 1
+            case .int16, .uint16: size += 2
+            case .int32, .uint32, .float: size += 4
+            case .int64, .uint64, .double, .timestamp: size += 8
+            case .decimal: size += 5
+            case .string(let text): size += 4 + text.utf8.count
+            case .bytes(let bytes): size += 4 + bytes.count
+            case .array(let values):
+                size += 4
+                pending.append(contentsOf: values)
+            case .table(let nested):
+                size += 4
+                for (key, value) in nested {
+                    size += 1 + key.utf8.count
+                    pending.append(value)
+                }
+            case .void: break
+            }
+        }
+        return size
     }
 
     private func settle(_ delivery: AMQPDelivery, queue: String, _ action: (AMQPDelivery) throws -> Void) {
