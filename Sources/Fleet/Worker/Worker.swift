@@ -156,6 +156,7 @@ public final class Worker: Sendable {
     func process(_ delivery: AMQPDelivery, route: Route, decoder: EnvelopeDecoder, publisher: AMQPPublisher) async {
         let queue = route.queue
         metrics.consumed(queue: queue)
+        if delivery.redelivered { metrics.redelivered(queue: queue) }
         let envelope: Envelope
         do {
             envelope = try decoder.decode(body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey, queue: queue)
@@ -186,6 +187,7 @@ public final class Worker: Sendable {
         do {
             let outcome = try await handler.handle(envelope)
             metrics.conflictsRetried(outcome.conflictsRetried)
+            if outcome.effect == .duplicate { metrics.duplicateAbsorbed(queue: queue) }
             try await publishOutcome(outcome, publisher: publisher)
             let elapsed = started.duration(to: .now)
             metrics.handled(queue: queue, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
