@@ -250,7 +250,7 @@ public actor SimulationDriver {
             sent += amqp.count - pending.count
             if !pending.isEmpty {
                 guard ContinuousClock.now < deadline else { break }
-                if attempt == 1 || attempt % 10 == 0 {
+                if attempt % 10 == 0 {
                     logger.warning("simulator: publishing failed, retrying", metadata: ["attempt": "\(attempt)", "messages": "\(pending.count)"])
                 }
                 try await Task.sleep(for: .milliseconds(min(200 * attempt, 2000)))

@@ -108,7 +108,7 @@ struct RecoveryTests {
         let blocked = await (try? TestBroker.eventually(30) { connection.isBlocked }) ?? false
         // The broker drops the connection; the alarm is cleared whatever happens, so no other test finds the
         // node blocked.
-        let closed = try? await TestBroker.disruptiveControl("close_all_connections", "chaos test")
+        let closed = try? await TestBroker.disruptiveControl("close_all_connections", "test of a lost connection")
         try await TestBroker.disruptiveControl("set_vm_memory_high_watermark", "0.4")
         #expect(blocked)
         #expect(closed != nil)

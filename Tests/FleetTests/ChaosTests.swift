@@ -4,9 +4,6 @@ import Fleet
 import FleetSimulation
 import FleetTestSupport
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -53,6 +50,103 @@ struct ChaosTests {
         }
     }
 
+    /// A child process started with `posix_spawn` and reaped by a thread of its own (a blocking `waitpid` on its
+    /// pid). Foundation's `Process` sometimes never notices a child's exit when several children end close
+    /// together (the child stays a zombie, `isRunning` stays true and the termination handler never runs), which
+    /// left this test waiting for ever on a script that had ended.
+    final class Child: Sendable {
+        let pid: pid_t
+        /// The wait status once ended (-1 when it could not be read).
+        private let ended = ExitStatus()
+
+        final class ExitStatus: Sendable {
+            private let status = Mutex<Int32?>(nil)
+            func withLock<T>(_ body: (inout Int32?) -> T) -> T { status.withLock { body(&$0) } }
+        }
+
+        init(_ path: String, _ arguments: [String], environment: [String: String], output: String) throws {
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            // The child gets only its standard streams: every other descriptor of this process (sockets, pipes) is
+            // marked close-on-exec first.
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? [] {
+                guard let descriptor = Int32(name), descriptor > 2 else { continue }
+                let flags = fcntl(descriptor, F_GETFD)
+                if flags >= 0 { _ = fcntl(descriptor, F_SETFD, flags | FD_CLOEXEC) }
+            }
+            let argv = ([path] + arguments).map { strdup($0) } + [nil]
+            let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer {
+                for pointer in argv { free(pointer) }
+                for pointer in envp { free(pointer) }
+            }
+            var pid: pid_t = 0
+            let status = posix_spawn(&pid, path, &actions, nil, argv, envp)
+            guard status == 0 else { throw TestFailure("posix_spawn \(path): \(String(cString: strerror(status)))") }
+            self.pid = pid
+            let spawned = pid
+            Thread.detachNewThread { [ended] in
+                var status: Int32 = 0
+                var result: pid_t
+                repeat { result = waitpid(spawned, &status, 0) } while result == -1 && errno == EINTR
+                ended.withLock { $0 = result == spawned ? status : -1 }
+            }
+        }
+
+        var isRunning: Bool { ended.withLock { $0 == nil } }
+
+        /// Whether it exited with status 0.
+        var exitedCleanly: Bool { ended.withLock { $0.map { $0 & 0x7f == 0 && ($0 >> 8) & 0xff == 0 } ?? false } }
+
+        /// How it ended, for messages.
+        var termination: String {
+            ended.withLock { status in
+                guard let status else { return "running" }
+                if status == -1 { return "ended (status unknown)" }
+                return status & 0x7f == 0 ? "exit \((status >> 8) & 0xff)" : "signal \(status & 0x7f)"
+            }
+        }
+
+        func signal(_ signal: Int32) { _ = Glibc.kill(pid, signal) }
+
+        /// Waits until it ends; past `timeout` kills it (SIGKILL) and waits for that. Returns whether it had to be
+        /// killed.
+        @discardableResult
+        func wait(timeout: Duration) async -> Bool {
+            let deadline = ContinuousClock.now + timeout
+            while isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
+            guard isRunning else { return false }
+            signal(SIGKILL)
+            while isRunning { try? await Task.sleep(for: .milliseconds(50)) }
+            return true
+        }
+
+        /// Runs a script to its end (killed after `timeout`) and returns whether it succeeded and its output.
+        static func run(_ path: String, _ arguments: [String], environment: [String: String], timeout: Duration = .seconds(180)) async throws -> String {
+            let output = FileManager.default.temporaryDirectory.appendingPathComponent("chaos-\(UUID().uuidString).out").path
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            let child = try Child(path, arguments, environment: environment, output: output)
+            let killed = await child.wait(timeout: timeout)
+            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            guard !killed, child.exitedCleanly else { throw TestFailure("\(path) \(arguments.joined(separator: " ")): \(killed ? "killed after \(timeout)" : child.termination): \(text)") }
+            return text
+        }
+    }
+
+    /// `rabbitmqctl` on the disruptive node, through the project's script (as `TestBroker.disruptiveControl`).
+    @discardableResult
+    static func brokerControl(_ arguments: String...) async throws -> String {
+        var environment = ProcessInfo.processInfo.environment
+        environment["FLEET_RUN_DIR"] = TestBroker.disruptiveRunDirectory
+        environment["RABBITMQ_NODE"] = "disruptive@localhost"
+        environment["RABBITMQ_PORT"] = String(TestBroker.disruptivePort)
+        return try await Child.run(TestBroker.repositoryRoot.appendingPathComponent("scripts/rabbitmq").path, ["ctl"] + arguments, environment: environment)
+    }
+
     /// A PostgreSQL server of the test's own (its own folder and port), so that restarting it disturbs no
     /// other test. Started and stopped through `scripts/postgres`.
     struct OwnPostgres {
@@ -65,11 +159,7 @@ struct ChaosTests {
             environment["POSTGRES_PORT"] = String(port)
             environment["POSTGRES_URL"] = nil
             let started = ContinuousClock.now
-            let outcome = try await ChildProcess.run(
-                TestBroker.repositoryRoot.appendingPathComponent("scripts/postgres"), [command], environment: environment, timeout: .seconds(180))
-            guard outcome.exited, outcome.status == 0, !outcome.timedOut else {
-                throw TestFailure("scripts/postgres \(command) on port \(port) failed: \(outcome.output)")
-            }
+            _ = try await Child.run(TestBroker.repositoryRoot.appendingPathComponent("scripts/postgres").path, [command], environment: environment)
             return started.duration(to: .now)
         }
 
@@ -82,7 +172,7 @@ struct ChaosTests {
     final class ChaosFleet: Sendable {
         struct Worker: Sendable {
             let index: Int
-            let process: Process
+            let process: Child
             let httpPort: Int
         }
 
@@ -97,8 +187,8 @@ struct ChaosTests {
 
         init(storeURL: String, heartbeat: Int) async throws {
             vhost = TestBroker.uniqueName("chaos")
-            try await TestBroker.disruptiveControl("add_vhost", vhost)
-            try await TestBroker.disruptiveControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            try await ChaosTests.brokerControl("add_vhost", vhost)
+            try await ChaosTests.brokerControl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
             amqpURL = "amqp://guest:guest@127.0.0.1:\(TestBroker.disruptivePort)/\(vhost)"
             self.storeURL = storeURL
             self.heartbeat = heartbeat
@@ -115,9 +205,7 @@ struct ChaosTests {
         func startWorker() throws -> Worker {
             let index = all.withLock { $0.count + 1 }
             let port = Self.freePort()
-            let process = Process()
-            process.executableURL = FleetEndToEndTests.Fleet.executable
-            process.arguments = [
+            let arguments = [
                 "worker", "--http-port", String(port), "--worker-id", "\(vhost)-worker-\(index)",
                 "--order-step-timeout", "60", "--order-retries", "2", "--order-retry-delay", "1", "--order-deadline", "600",
             ]
@@ -129,13 +217,9 @@ struct ChaosTests {
             environment["FLEET_LOG_LEVEL"] = "info"
             environment["FLEET_CONCURRENCY"] = "16"
             environment["FLEET_HTTP_HOST"] = "127.0.0.1"
-            process.environment = environment
-            let log = logPath(index)
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
+            // A message whose handling is stuck goes back to the broker well before the processes' step timeout.
+            environment["FLEET_HANDLER_TIMEOUT_SECONDS"] = "20"
+            let process = try Child(FleetEndToEndTests.Fleet.executable.path, arguments, environment: environment, output: logPath(index))
             let worker = Worker(index: index, process: process, httpPort: port)
             all.withLock { $0.append(worker) }
             return worker
@@ -144,8 +228,8 @@ struct ChaosTests {
         /// Kills `worker` with SIGKILL and waits until it is gone.
         func kill(_ worker: Worker) async {
             killed.withLock { _ = $0.insert(worker.index) }
-            Foundation.kill(worker.process.processIdentifier, SIGKILL)
-            await ChildProcess.waitForExit(worker.process, timeout: .seconds(30))
+            worker.process.signal(SIGKILL)
+            await worker.process.wait(timeout: .seconds(30))
         }
 
         /// Asks every live worker to stop (SIGTERM); returns those that did not exit 0 within a minute.
@@ -153,30 +237,38 @@ struct ChaosTests {
             var problems: [String] = []
             let running = live
             for worker in running {
-                Foundation.kill(worker.process.processIdentifier, SIGCONT)
-                worker.process.terminate()
+                worker.process.signal(SIGCONT)
+                worker.process.signal(SIGTERM)
             }
             for worker in running {
-                let hung = await ChildProcess.waitForExit(worker.process, timeout: .seconds(60))
+                let hung = await worker.process.wait(timeout: .seconds(60))
                 if hung {
                     problems.append("worker \(worker.index) did not stop within a minute of SIGTERM (log \(logPath(worker.index)))")
-                } else if worker.process.terminationReason != .exit || worker.process.terminationStatus != 0 {
-                    problems.append("worker \(worker.index) ended with \(worker.process.terminationStatus) on SIGTERM (log \(logPath(worker.index)))")
+                } else if !worker.process.exitedCleanly {
+                    problems.append("worker \(worker.index) ended with \(worker.process.termination) on SIGTERM (log \(logPath(worker.index)))")
                 }
             }
             return problems
+        }
+
+        /// How many times a worker gave up on a message that took too long (from the workers' logs).
+        func messagesGivenUp() -> Int {
+            everyWorker.reduce(0) { total, worker in
+                let text = (try? String(contentsOfFile: logPath(worker.index), encoding: .utf8)) ?? ""
+                return total + text.components(separatedBy: "handling a message took too long").count - 1
+            }
         }
 
         /// Workers that ended without being killed on purpose.
         func unexpectedExits() -> [String] {
             let killed = killedOnPurpose
             return everyWorker.filter { !$0.process.isRunning && !killed.contains($0.index) }.map {
-                "worker \($0.index) exited with \($0.process.terminationStatus) (log \(logPath($0.index)))"
+                "worker \($0.index) ended with \($0.process.termination) (log \(logPath($0.index)))"
             }
         }
 
         func deleteVirtualHost() async {
-            _ = try? await TestBroker.disruptiveControl("delete_vhost", vhost)
+            _ = try? await ChaosTests.brokerControl("delete_vhost", vhost)
         }
 
         /// A TCP port nothing listens on now (the kernel's choice of an ephemeral port).
@@ -197,12 +289,61 @@ struct ChaosTests {
         }
     }
 
-    /// HTTP to a worker's endpoint, giving up after two seconds (a paused worker does not answer).
+    /// HTTP to a worker's endpoint, giving up after two seconds (a paused worker does not answer). Plain
+    /// sockets with receive and send timeouts, on a thread of their own: the wait is bounded whatever the
+    /// worker does, and no thread of the cooperative pool is blocked.
     static func get(port: Int, path: String) async -> (Int, String)? {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
-        request.timeoutInterval = 2
-        guard let (data, response) = try? await URLSession.shared.data(for: request) else { return nil }
-        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+        await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(returning: blockingGet(port: port, path: path))
+            }
+        }
+    }
+
+    private static func blockingGet(port: Int, path: String) -> (Int, String)? {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else { return nil }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
+        let deadline = ContinuousClock.now + .seconds(2)
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while ContinuousClock.now < deadline {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { break }
+            received += buffer[0..<count]
+            if let (status, body) = parseResponse(received), body != nil { return (status, body!) }
+        }
+        guard let (status, body) = parseResponse(received, complete: true) else { return nil }
+        return (status, body ?? "")
+    }
+
+    /// The status and body of an HTTP response; the body is nil while it is shorter than its Content-Length
+    /// (or, without one, until the connection has closed: `complete`).
+    private static func parseResponse(_ bytes: [UInt8], complete: Bool = false) -> (Int, String?)? {
+        let text = String(decoding: bytes, as: UTF8.self)
+        guard let headerEnd = text.range(of: "\r\n\r\n") else { return nil }
+        let head = text[..<headerEnd.lowerBound]
+        let statusLine = head.split(separator: "\r\n").first ?? ""
+        let parts = statusLine.split(separator: " ")
+        guard parts.count >= 2, let status = Int(parts[1]) else { return nil }
+        let body = String(text[headerEnd.upperBound...])
+        let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+        if let length { return (status, body.utf8.count >= length ? body : nil) }
+        return (status, complete ? body : nil)
     }
 
     /// The sum of every series of `name` in Prometheus text.
@@ -231,6 +372,31 @@ struct ChaosTests {
 
         func total(_ name: String) -> Int {
             values.withLock { Int($0.values.reduce(0) { $0 + ($1[name] ?? 0) }) }
+        }
+    }
+
+    /// Log lines written straight to a file of the run (test output is buffered), for following a run as it goes.
+    struct FileLogHandler: LogHandler {
+        let handle: FileHandle
+        let label: String
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let all = metadata.merging(event.metadata ?? [:]) { $1 }.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            handle.write(Data("\(Date()) \(event.level) \(label): \(event.message) \(all)\n".utf8))
+        }
+
+        static func logger(_ label: String, handle: FileHandle?) -> Logger {
+            Logger(label: label) { label in
+                guard let handle else { return SwiftLogNoOpLogHandler() }
+                return FileLogHandler(handle: handle, label: label)
+            }
         }
     }
 
@@ -272,14 +438,14 @@ struct ChaosTests {
 
     /// Whether the broker lists a connection of `workerID` on the chaos virtual host.
     static func brokerHasConnection(of workerID: String, vhost: String) async -> Bool? {
-        guard let output = try? await TestBroker.disruptiveControl("-q", "list_connections", "vhost", "client_properties") else { return nil }
+        guard let output = try? await brokerControl("-q", "list_connections", "vhost", "client_properties") else { return nil }
         return output.split(separator: "\n").contains { $0.hasPrefix(vhost) && $0.contains(workerID) }
     }
 
     /// Injects the faults until `deadline` or until `done` says the simulation ended: a SIGKILL every few
     /// seconds (a replacement is started each time), one pause past the heartbeat, one broker restart and one
     /// PostgreSQL restart, spread over the period.
-    static func injectFaults(fleet: ChaosFleet, postgres: OwnPostgres, parameters: Parameters, done: StopFlag,
+    static func injectFaults(fleet: ChaosFleet, postgres: OwnPostgres, parameters: Parameters, done: StopFlag, logger: Logger,
                              consumers: @escaping @Sendable () async -> Int?) async -> FaultLog {
         /// Whether every live worker consumes every routed queue and its store answers, within 90 seconds.
         func allReadyOrFalse(_ fleet: ChaosFleet) async -> Bool {
@@ -300,8 +466,9 @@ struct ChaosTests {
         let workerIDPrefix = "\(fleet.vhost)-worker-"
 
         func resume(_ pause: (worker: ChaosFleet.Worker, since: ContinuousClock.Instant, checked: Bool)) async {
-            Foundation.kill(pause.worker.process.processIdentifier, SIGCONT)
+            pause.worker.process.signal(SIGCONT)
             log.pauses.append(seconds(pause.since.duration(to: .now)))
+            logger.info("chaos: SIGCONT", metadata: ["worker": "\(pause.worker.index)", "paused": "\(log.pauses.last ?? 0)"])
             // Once resumed it finds its connections gone, reconnects and consumes again.
             log.pausedWorkerReadyAgain = await allReadyOrFalse(fleet)
         }
@@ -313,8 +480,9 @@ struct ChaosTests {
             // missing heartbeats (checked after three heartbeats, and every few seconds after that, for at
             // most a minute).
             if !pauseDone, paused == nil, elapsed() >= pauseAt, let worker = fleet.live.randomElement() {
-                Foundation.kill(worker.process.processIdentifier, SIGSTOP)
+                worker.process.signal(SIGSTOP)
                 paused = (worker, .now, false)
+                logger.info("chaos: SIGSTOP", metadata: ["worker": "\(worker.index)"])
             }
             if let pause = paused {
                 let pausedFor = seconds(pause.since.duration(to: .now))
@@ -337,15 +505,17 @@ struct ChaosTests {
                 brokerDone = true
                 if !(await allReadyOrFalse(fleet)) { log.notes.append("workers not ready before the broker restart") }
                 let began = ContinuousClock.now
+                logger.info("chaos: restarting the broker")
                 do {
-                    try await TestBroker.disruptiveControl("stop_app")
+                    try await brokerControl("stop_app")
                     try await Task.sleep(for: .seconds(2))
-                    try await TestBroker.disruptiveControl("start_app")
+                    try await brokerControl("start_app")
                     log.brokerRestarts.append(seconds(began.duration(to: .now)))
                 } catch {
                     log.notes.append("broker restart failed: \(error)")
-                    _ = try? await TestBroker.disruptiveControl("start_app")
+                    _ = try? await brokerControl("start_app")
                 }
+                logger.info("chaos: waiting for every worker to consume")
                 if !(await allReadyOrFalse(fleet)) {
                     log.workersReadyAfterRestarts = false
                     log.notes.append("workers not ready within 90 s of the broker restart")
@@ -354,12 +524,14 @@ struct ChaosTests {
             if !postgresDone, brokerDone, paused == nil, elapsed() >= postgresAt {
                 postgresDone = true
                 if !(await allReadyOrFalse(fleet)) { log.notes.append("workers not ready before the PostgreSQL restart") }
+                logger.info("chaos: restarting PostgreSQL")
                 do {
                     log.postgresRestarts.append(seconds(try await postgres.control("restart")))
                 } catch {
                     log.notes.append("PostgreSQL restart failed: \(error)")
                     _ = try? await postgres.control("start")
                 }
+                logger.info("chaos: waiting for every worker to consume")
                 if !(await allReadyOrFalse(fleet)) {
                     log.workersReadyAfterRestarts = false
                     log.notes.append("workers not ready within 90 s of the PostgreSQL restart")
@@ -372,6 +544,7 @@ struct ChaosTests {
                 if let victim = fleet.live.filter({ $0.index != paused?.worker.index }).randomElement() {
                     await fleet.kill(victim)
                     log.kills += 1
+                    logger.info("chaos: SIGKILL", metadata: ["worker": "\(victim.index)"])
                     do {
                         try fleet.startWorker()
                         log.replacements += 1
@@ -412,12 +585,18 @@ struct ChaosTests {
 
     private func cleanUp(fleet: ChaosFleet, postgres: OwnPostgres) async {
         // A broker left stopped by a failure is started again; the test's own PostgreSQL is stopped.
-        _ = try? await TestBroker.disruptiveControl("start_app")
+        _ = try? await Self.brokerControl("start_app")
         await fleet.deleteVirtualHost()
         _ = try? await postgres.control("stop")
     }
 
     private func run(fleet: ChaosFleet, postgres: OwnPostgres, parameters: Parameters) async throws {
+        let logPath = fleet.logDirectory.appendingPathComponent("\(fleet.vhost)-chaos.log").path
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let handle = FileHandle(forWritingAtPath: logPath)
+        let logger = FileLogHandler.logger("test.chaos", handle: handle)
+        let simulatorLogger = FileLogHandler.logger("test.simulator", handle: handle)
+        print("chaos: log in \(logPath), workers' logs in \(fleet.logDirectory.path)/\(fleet.vhost)-worker-*.log")
         let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
         for _ in 0..<3 { try fleet.startWorker() }
         let admin = try await AMQPConnection.connect(url: fleet.amqpURL)
@@ -448,7 +627,8 @@ struct ChaosTests {
             }
             return fewest
         }
-        async let faultLog = Self.injectFaults(fleet: fleet, postgres: postgres, parameters: parameters, done: done, consumers: consumers)
+        async let faultLog = Self.injectFaults(fleet: fleet, postgres: postgres, parameters: parameters, done: done, logger: logger,
+                                               consumers: consumers)
         async let scraping: Void = {
             while !done.isSet {
                 await scraper.scrape(fleet.live)
@@ -458,13 +638,16 @@ struct ChaosTests {
         let outcome: Result<SimulationDriver.Report, any Error>
         do {
             outcome = .success(try await SimulationDriver.run(settings: settings, topology: topology, amqpURL: fleet.amqpURL, timeout: .seconds(900),
-                                                              logger: Logger(label: "test.simulator")) { _, _ in })
+                                                              logger: simulatorLogger) { _, _ in })
         } catch {
             outcome = .failure(error)
         }
+        logger.info("chaos: simulation ended", metadata: ["outcome": "\((try? outcome.get()).map { $0.summary } ?? "\(outcome)")"])
         done.set()
         let faults = await faultLog
+        logger.info("chaos: faults ended")
         await scraping
+        logger.info("chaos: checking")
         let report = try outcome.get()
         let simulated = Self.seconds(started.duration(to: .now))
 
@@ -493,6 +676,7 @@ struct ChaosTests {
             return true
         }
         #expect(drained, "messages were left in the fleet's queues")
+        logger.info("chaos: queues drained", metadata: ["drained": "\(drained)"])
         let deadLetters = try await admin.declare(QueueDeclaration(name: topology.fleet.deadLetterQueue), passive: true).messageCount
         #expect(deadLetters == UInt32(settings.poisonMessages))
         let reasons = try await FleetEndToEndTests.deadLetterReasons(admin, queue: topology.fleet.deadLetterQueue, count: Int(deadLetters))
@@ -500,7 +684,9 @@ struct ChaosTests {
         await admin.close()
 
         await scraper.scrape(fleet.live)
+        logger.info("chaos: stopping the workers")
         let stopProblems = await fleet.stopAll()
+        logger.info("chaos: workers stopped", metadata: ["problems": "\(stopProblems)"])
         #expect(stopProblems.isEmpty, "\(stopProblems)")
 
         // The store: one effect per message and handler, and exactly the process events published.
@@ -548,6 +734,7 @@ struct ChaosTests {
               workers started: \(fleet.everyWorker.count)
               messages redelivered to workers: \(scraper.total("fleet_messages_redelivered_total")) (of \(scraper.total("fleet_messages_consumed_total")) consumed; scraped every second, a killed worker's last second is not counted)
               duplicates absorbed by the store's idempotency keys: \(scraper.total("fleet_duplicates_absorbed_total"))
+              messages given up on after 20 s and returned to the broker: \(fleet.messagesGivenUp())
               transient failures retried through the delay queues: \(scraper.total("fleet_messages_retried_total"))
               process events: \(storedProcessEventIDs.count) stored, \(report.processEventIDs.count) distinct published, \(duplicatesSeen) duplicates received (\(report.processEventsRedelivered) redelivered to the simulator)
               dead letters: \(deadLetters) (\(settings.poisonMessages) poison messages sent on purpose): \(reasons.sorted().joined(separator: ", "))
