@@ -29,8 +29,9 @@ public actor SimulationDriver {
         public var finished: Bool
         /// Unprocessable messages sent on purpose.
         public var poisonMessages: Int
-        /// The distinct message ids (event ids) of the process events received.
-        public var processEventIDs: Set<String>
+        /// The distinct message ids (event ids) of the events received on the process events exchange, by the
+        /// kind of stream they are stored in.
+        public var processEventIDs: [String: Set<String>]
         /// Replies the services could not publish even after retrying (each leaves a process waiting).
         public var publishFailures: [String]
         /// Process events delivered again after a loss of the simulator's connection (not yet acknowledged
@@ -48,6 +49,7 @@ public actor SimulationDriver {
     private var started: [String: ContinuousClock.Instant] = [:]
     private var latencies: [Double] = []
     private var seenMessageIDs = Set<String>()
+    private var idsByKind: [String: Set<String>] = [:]
     private var distinctByKind: [String: Int] = [:]
     private var received = 0
     private var redelivered = 0
@@ -181,6 +183,7 @@ public actor SimulationDriver {
               let stream = properties.headers?[Envelope.Header.streamID]?.stringValue else { return }
         guard seenMessageIDs.insert(messageID).inserted else { return }
         distinctByKind[Self.kind(of: stream), default: 0] += 1
+        idsByKind[Self.kind(of: stream), default: []].insert(messageID)
         let before = simulator.observed.count
         let replies = simulator.observe(eventType: type, streamID: stream, payload: delivery.body)
         if simulator.observed.count > before, let id = businessID(stream: stream), let start = started[id] {
@@ -265,7 +268,7 @@ public actor SimulationDriver {
         return Report(expected: expected, observed: simulator.observedCounts, mismatches: simulator.mismatches, elapsed: elapsed,
                       latencies: latencies.sorted(), processEventsReceived: received, distinctProcessEvents: distinctByKind,
                       messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages,
-                      processEventIDs: seenMessageIDs, publishFailures: failures, processEventsRedelivered: redelivered)
+                      processEventIDs: idsByKind, publishFailures: failures, processEventsRedelivered: redelivered)
     }
 }
 
