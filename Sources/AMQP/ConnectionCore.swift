@@ -251,7 +251,7 @@ final class ConnectionCore: @unchecked Sendable {
         shared.connected.store(false, ordering: .relaxed)
         shared.generation.add(1, ordering: .relaxed)
         logger.warning("amqp: connection lost", metadata: ["error": "\(error)"])
-        for publisher in publishers.values { publisher.connectionLost(error) }
+        for publisher in publishers.values { publisher.connectionLost(error, failingBacklog: true) }
         for consumer in consumers.values { consumer.channel = nil }
         channelOwners = [:]
         pendingContent = [:]
@@ -267,7 +267,7 @@ final class ConnectionCore: @unchecked Sendable {
     private func closeForGood(_ error: AMQPError) {
         status = .closed(error)
         shared.connected.store(false, ordering: .relaxed)
-        for publisher in publishers.values { publisher.connectionLost(error) }
+        for publisher in publishers.values { publisher.connectionLost(error, failingBacklog: true) }
         for consumer in consumers.values { finishConsumer(consumer, error: error) }
     }
 
@@ -284,7 +284,7 @@ final class ConnectionCore: @unchecked Sendable {
         state = nil
         status = .closed(error)
         shared.connected.store(false, ordering: .relaxed)
-        for publisher in publishers.values { publisher.connectionLost(error) }
+        for publisher in publishers.values { publisher.connectionLost(error, failingBacklog: true) }
         for consumer in consumers.values { finishConsumer(consumer, error: nil) }
         publishers = [:]
         consumers = [:]
@@ -539,7 +539,7 @@ final class ConnectionCore: @unchecked Sendable {
 
     func unregister(_ publisher: PublisherState) {
         publishers[ObjectIdentifier(publisher)] = nil
-        publisher.connectionLost(AMQPError(.closedByApplication, operation: "publisher closed"))
+        publisher.connectionLost(AMQPError(.closedByApplication, operation: "publisher closed"), failingBacklog: true)
         if let channel = publisher.channel {
             publisher.channel = nil
             closeChannel(channel)

@@ -114,11 +114,20 @@ final class PublisherState: @unchecked Sendable {
     }
 
     /// Fails every message whose confirm can no longer come: its outcome is unknown, so it must be sent again.
-    func connectionLost(_ error: AMQPError) {
+    ///
+    /// With `failingBacklog` (the connection is lost or closed, or the publisher closed), the messages still
+    /// waiting for room in the window fail too: they were never sent, and nothing would send them or answer
+    /// their callers (only a confirm drains the backlog, and none comes on a new connection until someone
+    /// publishes again; after a close, never). A channel closed by the broker keeps them: they go out on a
+    /// fresh channel.
+    func connectionLost(_ error: AMQPError, failingBacklog: Bool = false) {
         let waiting = pending
         pending = []
         channel = nil
+        let unsent = failingBacklog ? backlog : []
+        if failingBacklog { backlog = [] }
         for (_, entry) in waiting { entry.completion(.failure(error)) }
+        for message in unsent { message.completion(.failure(error)) }
     }
 }
 

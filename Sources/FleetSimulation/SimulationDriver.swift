@@ -34,6 +34,14 @@ public actor SimulationDriver {
         public var finished: Bool
         /// Unprocessable messages sent on purpose.
         public var poisonMessages: Int
+        /// The distinct message ids (event ids) of the events received on the process events exchange, by the
+        /// kind of stream they are stored in.
+        public var processEventIDs: [String: Set<String>]
+        /// Replies the services could not publish even after retrying (each leaves a process waiting).
+        public var publishFailures: [String]
+        /// Process events delivered again after a loss of the simulator's connection (not yet acknowledged
+        /// when it was lost).
+        public var processEventsRedelivered: Int
 
         /// How many processes the run started.
         public var processes: Int { expected.values.reduce(0, +) }
@@ -51,8 +59,10 @@ public actor SimulationDriver {
     /// When each message the services sent was published, until its first process event arrives.
     private var publishedAt: [String: ContinuousClock.Instant] = [:]
     private var seenMessageIDs = Set<String>()
+    private var idsByKind: [String: Set<String>] = [:]
     private var distinctByKind: [String: Int] = [:]
     private var received = 0
+    private var redelivered = 0
     private var sent = 0
     private var failures: [String] = []
 
@@ -78,9 +88,15 @@ public actor SimulationDriver {
             }
         }
         let publisher = try await publishing.makePublisher(window: 512)
-        let queue = try await consuming.declare(QueueDeclaration(name: "", durable: false, exclusive: true, autoDelete: true))
+        // A durable queue of its own with a name, acknowledged after each event is observed: process events
+        // published while the broker restarts or the connection recovers wait in it, and the connection's
+        // recovery declares it and its binding again (a server-named exclusive queue would vanish with the
+        // broker, and with it every event published until the simulator noticed). If the simulator dies, the
+        // queue expires once unused for ten minutes.
+        let queueName = "simulator.process-events.\(UUID().uuidString.prefix(8).lowercased())"
+        let queue = try await consuming.declare(QueueDeclaration(name: queueName, durable: true, arguments: ["x-expires": .int32(600_000)]))
         try await consuming.declare(BindingDeclaration(source: topology.fleet.processEventsExchange, destination: queue.name, routingKey: "#"))
-        let consumer = try await consuming.consume(queue: queue.name, prefetch: 1000, noAck: true)
+        let consumer = try await consuming.consume(queue: queue.name, prefetch: 1000)
         let driver = SimulationDriver(settings: settings, topology: topology, publisher: publisher, logger: logger)
 
         let clock = ContinuousClock()
@@ -96,7 +112,13 @@ public actor SimulationDriver {
             let stocked = await driver.waitForCapacity(until: clock.now + .seconds(60))
             if !stocked { logger.warning("simulator: capacity announcements not all seen; trips may be compensated") }
             let opening = await driver.prepareOpening()
-            group.addTask { try await driver.sendOpening(opening) }
+            group.addTask {
+                do {
+                    try await driver.sendOpening(opening)
+                } catch {
+                    await driver.record(failure: "opening messages: \(error)")
+                }
+            }
             var finished = false
             while clock.now < start + timeout {
                 let (ended, total, done) = await driver.status()
@@ -108,7 +130,8 @@ public actor SimulationDriver {
                 try await Task.sleep(for: .milliseconds(500))
             }
             group.cancelAll()
-            try await consumer.cancel()
+            try? await consumer.cancel()
+            _ = try? await consuming.deleteQueue(queue.name)
             return await driver.report(elapsed: start.duration(to: clock.now), finished: finished)
         }
     }
@@ -161,11 +184,16 @@ public actor SimulationDriver {
 
     private func observe(_ delivery: AMQPDelivery) async {
         received += 1
+        if delivery.redelivered { redelivered += 1 }
+        // Acknowledged once recorded below (the actor runs this to the end before the next delivery); a
+        // delivery of a connection since recovered is back in the queue and comes again, which is harmless.
+        try? delivery.ack()
         let properties = delivery.properties
         guard let type = properties.type, let messageID = properties.messageID,
               let stream = properties.headers?[Envelope.Header.streamID]?.stringValue else { return }
         guard seenMessageIDs.insert(messageID).inserted else { return }
         distinctByKind[Self.kind(of: stream), default: 0] += 1
+        idsByKind[Self.kind(of: stream), default: []].insert(messageID)
         let sinceStart = runStarted.duration(to: .now)
         eventArrivals.append(Double(sinceStart.components.seconds) + Double(sinceStart.components.attoseconds) / 1e18)
         if let cause = properties.headers?[Envelope.Header.causationID]?.stringValue, let published = publishedAt.removeValue(forKey: cause) {
@@ -228,7 +256,11 @@ public actor SimulationDriver {
             return AMQPMessage(body: message.body, exchange: exchange, routingKey: message.routingKey, properties: properties)
         }
         var pending = amqp
-        for attempt in 1...20 where !pending.isEmpty {
+        // While the broker restarts or the connection recovers, publishing fails: retry for up to two minutes.
+        let deadline = ContinuousClock.now + .seconds(120)
+        var attempt = 0
+        while !pending.isEmpty {
+            attempt += 1
             let publishing = ContinuousClock.now
             for message in pending {
                 if let id = message.properties.messageID, publishedAt[id] == nil { publishedAt[id] = publishing }
@@ -240,19 +272,24 @@ public actor SimulationDriver {
             }
             sent += amqp.count - pending.count
             if !pending.isEmpty {
-                logger.warning("simulator: publishing failed, retrying", metadata: ["attempt": "\(attempt)", "messages": "\(pending.count)"])
-                try await Task.sleep(for: .milliseconds(200 * attempt))
+                guard ContinuousClock.now < deadline else { break }
+                if attempt % 10 == 0 {
+                    logger.warning("simulator: publishing failed, retrying", metadata: ["attempt": "\(attempt)", "messages": "\(pending.count)"])
+                }
+                try await Task.sleep(for: .milliseconds(min(200 * attempt, 2000)))
             }
         }
-        if !pending.isEmpty { throw AMQPError(.connectionLost, operation: "simulator publish", detail: "\(pending.count) messages unconfirmed") }
+        if !pending.isEmpty { throw AMQPError(.connectionLost, operation: "simulator publish", detail: "\(pending.count) messages unconfirmed after \(attempt) attempts") }
     }
 
     private func report(elapsed: Duration, finished: Bool) -> Report {
         var expected: [ExpectedOutcome: Int] = [:]
         for outcome in simulator.expected.values { expected[outcome, default: 0] += 1 }
         return Report(expected: expected, observed: simulator.observedCounts, mismatches: simulator.mismatches, elapsed: elapsed,
-                      latencies: latencies.sorted(), eventLatencies: eventLatencies.sorted(), eventArrivals: eventArrivals, processEventsReceived: received, distinctProcessEvents: distinctByKind,
-                      messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages)
+                      latencies: latencies.sorted(), eventLatencies: eventLatencies.sorted(), eventArrivals: eventArrivals,
+                      processEventsReceived: received, distinctProcessEvents: distinctByKind,
+                      messagesSent: sent, finished: finished, poisonMessages: simulator.settings.poisonMessages,
+                      processEventIDs: idsByKind, publishFailures: failures, processEventsRedelivered: redelivered)
     }
 }
 
@@ -274,7 +311,10 @@ extension SimulationDriver.Report {
         }
         lines.append(String(format: "latency from first message to end: p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms",
                             percentile(0.5), percentile(0.9), percentile(0.99), (latencies.last ?? 0) * 1000))
-        lines.append("messages sent by the services: \(messagesSent); process events received: \(processEventsReceived) (\(distinctProcessEvents.values.reduce(0, +)) distinct)")
+        lines.append("messages sent by the services: \(messagesSent); process events received: \(processEventsReceived) (\(distinctProcessEvents.values.reduce(0, +)) distinct, \(processEventsRedelivered) redelivered)")
+        if !publishFailures.isEmpty {
+            lines.append("\(publishFailures.count) replies could not be published, e.g. \(publishFailures.prefix(3).joined(separator: "; "))")
+        }
         if mismatches.isEmpty {
             lines.append("every process ended as expected")
         } else {

@@ -91,4 +91,44 @@ struct RecoveryTests {
         try await connection.deleteQueue(queue)
         await connection.close()
     }
+
+    /// Messages waiting for room in the confirm window when the connection is lost fail with it (they were
+    /// never sent; the caller sends them again). They used to stay queued with nothing to send them, and the
+    /// task that published them waited until someone published again on that publisher, if ever.
+    @Test func messagesWaitingForRoomInTheWindowFailWhenTheConnectionIsLost() async throws {
+        let connection = try await Self.connect()
+        let queue = TestBroker.uniqueName("backlog")
+        try await connection.declare(QueueDeclaration(name: queue, durable: false, autoDelete: false))
+        let publisher = try await connection.makePublisher(window: 1)
+        try await publisher.publish("before", exchange: "", routingKey: queue)
+        // The alarm holds the confirm of the first message; the other nine wait for room behind it.
+        try await TestBroker.disruptiveControl("set_vm_memory_high_watermark", "0.000001")
+        let messages = (0..<10).map { AMQPMessage(body: Data("\($0)".utf8), exchange: "", routingKey: queue) }
+        let publishing = Task { await publisher.publish(contentsOf: messages) }
+        let blocked = await (try? TestBroker.eventually(30) { connection.isBlocked }) ?? false
+        // The broker drops the connection; the alarm is cleared whatever happens, so no other test finds the
+        // node blocked.
+        let closed = try? await TestBroker.disruptiveControl("close_all_connections", "test of a lost connection")
+        try await TestBroker.disruptiveControl("set_vm_memory_high_watermark", "0.4")
+        #expect(blocked)
+        #expect(closed != nil)
+        // Every result arrives (the wait is bounded only so that a regression fails instead of hanging).
+        let results = await withTaskGroup(of: [Result<Void, AMQPError>]?.self) { group in
+            group.addTask { await publishing.value }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(120))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        #expect(results?.count == messages.count, "the publication of messages queued behind the window never ended")
+        let failed = results?.filter { if case .failure = $0 { return true } else { return false } }.count ?? 0
+        #expect(failed >= messages.count - 1, "the messages behind the window were sent or confirmed: \(results.map { "\($0)" } ?? "none")")
+        let recovered = try await TestBroker.eventually(60) { connection.isConnected }
+        #expect(recovered)
+        try await connection.deleteQueue(queue)
+        await connection.close()
+    }
 }

@@ -152,6 +152,7 @@ enum DeployChecks {
         // The worker's outbox, redelivery and timeout metrics.
         "fleet_messages_redelayed_total", "fleet_publications_total", "fleet_outbox_lag_seconds",
         "fleet_timeouts_scheduled_total", "fleet_timeouts_arrived_total",
+        "fleet_messages_redelivered_total", "fleet_duplicates_absorbed_total",
     ]
 
     /// Histograms: queried through their `_bucket`, `_sum` and `_count` series.

@@ -120,7 +120,7 @@ public final class Worker: Sendable {
                                         self.metrics.inFlight(count)
                                         semaphore.release()
                                     }
-                                    await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
+                                    await self.processWithinTimeLimit(delivery, route: route, decoder: decoder, publisher: publisher)
                                 }
                             }
                         } catch {
@@ -153,9 +153,65 @@ public final class Worker: Sendable {
 
     // MARK: - One message
 
+    /// Settles a delivery once: the handling of a message and the watchdog that gives up on it race for it.
+    final class SettleOnce: Sendable {
+        private let claimed = Mutex(false)
+
+        /// Whether the caller is the first (and only) one to settle.
+        func claim() -> Bool {
+            claimed.withLock { claimed in
+                defer { claimed = true }
+                return !claimed
+            }
+        }
+    }
+
+    /// The settlement guard of the message the current task handles.
+    @TaskLocal static var settlement: SettleOnce?
+
+    /// Handles a message, giving up on it past `handlerTimeoutSeconds`: a handler or a publication that never
+    /// ends (a store or broker call that lost its answer) must not hold a permit and the delivery for ever, nor
+    /// keep the worker from draining. The message goes back to the broker and is redelivered; if the abandoned
+    /// handling ends after all, its settlement is skipped and its effect, if any, is absorbed by the
+    /// idempotency key when the message comes again.
+    func processWithinTimeLimit(_ delivery: AMQPDelivery, route: Route, decoder: EnvelopeDecoder, publisher: AMQPPublisher) async {
+        let limit = configuration.handlerTimeoutSeconds
+        guard limit > 0 else {
+            await process(delivery, route: route, decoder: decoder, publisher: publisher)
+            return
+        }
+        let settlement = SettleOnce()
+        let race = SettleOnce()
+        let finished: Bool = await withCheckedContinuation { continuation in
+            let timer = Task {
+                do { try await Task.sleep(for: .seconds(limit)) } catch { return }
+                if race.claim() { continuation.resume(returning: false) }
+            }
+            Task {
+                await Self.$settlement.withValue(settlement) {
+                    await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
+                }
+                timer.cancel()
+                if race.claim() { continuation.resume(returning: true) }
+            }
+        }
+        guard !finished else { return }
+        logger.error("worker: handling a message took too long; it goes back to the broker", metadata: [
+            "queue": "\(route.queue)", "message_id": "\(delivery.properties.messageID ?? "")", "limit_seconds": "\(limit)",
+        ])
+        if settlement.claim() {
+            do {
+                try delivery.nack(requeue: true)
+            } catch {
+                logger.debug("worker: settling skipped", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     func process(_ delivery: AMQPDelivery, route: Route, decoder: EnvelopeDecoder, publisher: AMQPPublisher) async {
         let queue = route.queue
         metrics.consumed(queue: queue)
+        if delivery.redelivered { metrics.redelivered(queue: queue) }
         let envelope: Envelope
         do {
             envelope = try decoder.decode(body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey, queue: queue, now: now())
@@ -186,6 +242,7 @@ public final class Worker: Sendable {
         do {
             let outcome = try await handler.handle(envelope)
             metrics.conflictsRetried(outcome.conflictsRetried)
+            if outcome.effect == .duplicate { metrics.duplicateAbsorbed(queue: queue) }
             try await publishOutcome(outcome, publisher: publisher)
             let elapsed = started.duration(to: .now)
             metrics.handled(queue: queue, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
@@ -329,6 +386,11 @@ public final class Worker: Sendable {
     }
 
     private func settle(_ delivery: AMQPDelivery, queue: String, _ action: (AMQPDelivery) throws -> Void) {
+        // A message the watchdog gave up on is back in the queue already.
+        if let settlement = Self.settlement, !settlement.claim() {
+            logger.warning("worker: a message given up on ended after all; not settled again", metadata: ["message_id": "\(delivery.properties.messageID ?? "")"])
+            return
+        }
         do {
             try action(delivery)
         } catch {

@@ -27,6 +27,9 @@ public struct WorkerConfiguration: Sendable, Equatable {
     public var workerID: String = WorkerConfiguration.defaultWorkerID
     /// How long a stopping worker may take to finish the messages in hand.
     public var shutdownGraceSeconds: Int = 25
+    /// How long handling one message (the handler and its publications) may take before the worker gives up on
+    /// it and returns it to the broker for redelivery; 0 waits for ever.
+    public var handlerTimeoutSeconds: Int = 60
     /// Bodies larger than this are dead-lettered unread.
     public var maximumBodyBytes: Int = 1 << 20
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -57,6 +60,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         Key(name: "FLEET_ADMIN_TOKEN", isSecret: true, summary: "bearer token of the admin API (unset = admin API off)"),
         Key(name: "FLEET_WORKER_ID", isSecret: false, summary: "this worker's name"),
         Key(name: "FLEET_SHUTDOWN_GRACE_SECONDS", isSecret: false, summary: "time to finish in-flight messages on SIGTERM"),
+        Key(name: "FLEET_HANDLER_TIMEOUT_SECONDS", isSecret: false, summary: "time one message may take before it is returned for redelivery (0: no limit)"),
         Key(name: "FLEET_MAX_BODY_BYTES", isSecret: false, summary: "largest message body read"),
         Key(name: "FLEET_LOG_LEVEL", isSecret: false, summary: "log level"),
     ]
@@ -103,6 +107,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         }
         if let id = try value("FLEET_WORKER_ID") { workerID = id }
         if let number = try integer("FLEET_SHUTDOWN_GRACE_SECONDS", 0...3600) { shutdownGraceSeconds = number }
+        if let number = try integer("FLEET_HANDLER_TIMEOUT_SECONDS", 0...86_400) { handlerTimeoutSeconds = number }
         if let number = try integer("FLEET_MAX_BODY_BYTES", 1...(64 << 20)) { maximumBodyBytes = number }
         if let level = try value("FLEET_LOG_LEVEL") {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {

@@ -3,7 +3,10 @@ import Foundation
 
 /// The worker's own metrics (the process metrics come from the Processes module).
 ///
-/// Names: `fleet_messages_consumed_total`, `fleet_messages_acked_total`, `fleet_messages_dead_lettered_total`
+/// Names: `fleet_messages_consumed_total`, `fleet_messages_redelivered_total` (deliveries the broker marked
+/// redelivered: a worker died, was cut off or gave the message back before acknowledging it),
+/// `fleet_duplicates_absorbed_total` (messages handled before, whose effect the store's idempotency key kept
+/// from happening twice), `fleet_messages_acked_total`, `fleet_messages_dead_lettered_total`
 /// (dimension `reason`), `fleet_messages_retried_total`, `fleet_messages_redelayed_total`,
 /// `fleet_handler_duration_seconds`, `fleet_conflicts_retried_total`, `fleet_publications_total`,
 /// `fleet_in_flight_messages`, `fleet_outbox_lag_seconds` (from a commit to the confirm of its last
@@ -19,6 +22,14 @@ public struct WorkerMetrics: Sendable {
 
     func consumed(queue: String) {
         Counter(label: "fleet_messages_consumed_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
+    func redelivered(queue: String) {
+        Counter(label: "fleet_messages_redelivered_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
+    func duplicateAbsorbed(queue: String) {
+        Counter(label: "fleet_duplicates_absorbed_total", dimensions: [("queue", queue)], factory: factory).increment()
     }
 
     func acked(queue: String) {
