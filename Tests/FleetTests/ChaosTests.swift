@@ -691,14 +691,7 @@ struct ChaosTests {
 
         // The store: one effect per message and handler, and exactly the process events published.
         let store = try await StoreConnection.open(fleet.storeURL, maximumPayloadBytes: 1 << 20, logger: Logger(label: "test.store"))
-        var events: [StoredEvent] = []
-        var position = 0
-        while true {
-            let page = try await store.store.readAll(after: position, limit: 5000)
-            guard let last = page.last else { break }
-            events += page
-            position = last.globalPosition
-        }
+        let events = try await OperationsReplayTests.allEvents(store.store)
         await store.close()
         var facts: [String: Int] = [:]
         var effects: [String: Int] = [:]

@@ -170,14 +170,7 @@ struct FleetEndToEndTests {
 
         // The store: one effect per fact, and every process event the simulator saw is stored.
         let store = try await StoreConnection.open(fleet.storeURL, maximumPayloadBytes: 1 << 20, logger: Logger(label: "test.store"))
-        var events: [StoredEvent] = []
-        var position = 0
-        while true {
-            let page = try await store.store.readAll(after: position, limit: 5000)
-            guard let last = page.last else { break }
-            events += page
-            position = last.globalPosition
-        }
+        let events = try await OperationsReplayTests.allEvents(store.store)
         await store.close()
         var storedByKind: [String: Int] = [:]
         var facts: [String: Int] = [:]
