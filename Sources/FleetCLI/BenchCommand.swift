@@ -181,7 +181,7 @@ struct BenchCommand: AsyncParsableCommand {
         var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
         for seconds in report.eventLatencies { _ = histogram.record(UInt64(max(1, seconds * 1_000_000))) }
         func milliseconds(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
-        let seconds = Double(report.elapsed.components.seconds) + Double(report.elapsed.components.attoseconds) / 1e18
+        let seconds = report.elapsed.seconds
         let events = report.distinctProcessEvents.values.reduce(0, +)
         let busy = report.eventArrivals.isEmpty ? 0 : Int((Double(report.eventArrivals.count) * 0.95).rounded(.up)) - 1
         let perSecond = report.eventArrivals.isEmpty ? 0 : Double(busy + 1) / max(report.eventArrivals[busy], 0.001)
@@ -248,7 +248,7 @@ struct BenchCommand: AsyncParsableCommand {
             try await group.waitForAll()
         }
         let elapsed = started.duration(to: .now)
-        return Double(appends) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(appends) / elapsed.seconds
     }
 
     /// A counter's value from a worker's `/metrics` (summed over its label sets); 0 when unreachable.
@@ -352,6 +352,6 @@ enum BrokerCeiling {
         await publisher.close()
         try await connection.deleteQueue(input)
         try await connection.deleteQueue(output)
-        return Double(messages) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(messages) / elapsed.seconds
     }
 }

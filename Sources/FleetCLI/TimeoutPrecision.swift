@@ -1,4 +1,5 @@
 import AMQP
+import EventCore
 import Fleet
 import Foundation
 import Histogram
@@ -75,7 +76,7 @@ enum TimeoutPrecision {
         func milliseconds(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
         return Report(
             scheduled: count, received: received, early: early,
-            publishSeconds: Double(published.components.seconds) + Double(published.components.attoseconds) / 1e18,
+            publishSeconds: published.seconds,
             latenessMilliseconds: ["p50": milliseconds(50), "p90": milliseconds(90), "p99": milliseconds(99), "max": Double(histogram.maxRecorded) / 1000]
         )
     }

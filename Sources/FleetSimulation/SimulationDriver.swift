@@ -1,4 +1,5 @@
 import AMQP
+import EventCore
 import Fleet
 import Foundation
 import Logging
@@ -195,16 +196,16 @@ public actor SimulationDriver {
         distinctByKind[Self.kind(of: stream), default: 0] += 1
         idsByKind[Self.kind(of: stream), default: []].insert(messageID)
         let sinceStart = runStarted.duration(to: .now)
-        eventArrivals.append(Double(sinceStart.components.seconds) + Double(sinceStart.components.attoseconds) / 1e18)
+        eventArrivals.append(sinceStart.seconds)
         if let cause = properties.headers?[Envelope.Header.causationID]?.stringValue, let published = publishedAt.removeValue(forKey: cause) {
             let elapsed = published.duration(to: .now)
-            eventLatencies.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            eventLatencies.append(elapsed.seconds)
         }
         let before = simulator.observed.count
         let replies = simulator.observe(eventType: type, streamID: stream, payload: delivery.body)
         if simulator.observed.count > before, let id = businessID(stream: stream), let start = started[id] {
             let elapsed = start.duration(to: .now)
-            latencies.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            latencies.append(elapsed.seconds)
         }
         guard !replies.isEmpty else { return }
         let delayed = replies
@@ -303,7 +304,7 @@ extension SimulationDriver.Report {
 
     /// A human-readable summary.
     public var summary: String {
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.seconds
         var lines: [String] = []
         lines.append("processes: \(processes) (\(observed.values.reduce(0, +)) ended) in \(String(format: "%.1f", seconds)) s: \(String(format: "%.1f", Double(processes) / max(seconds, 0.001))) processes/s")
         for outcome in ExpectedOutcome.allCases {

@@ -245,7 +245,7 @@ public final class Worker: Sendable {
             if outcome.effect == .duplicate { metrics.duplicateAbsorbed(queue: queue) }
             try await publishOutcome(outcome, publisher: publisher)
             let elapsed = started.duration(to: .now)
-            metrics.handled(queue: queue, seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            metrics.handled(queue: queue, seconds: elapsed.seconds)
             settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
         } catch let error as EnvelopeError {
             await deadLetter(delivery, queue: queue, error: error, publisher: publisher)
@@ -299,7 +299,7 @@ public final class Worker: Sendable {
         let delay = retryPolicy.delay(beforeRetry: attempt, unitRandom: Double.random(in: 0..<1))
         var retry = envelope
         retry.attempt = attempt
-        let dueAt = now().addingTimeInterval(max(1, Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18))
+        let dueAt = now().addingTimeInterval(max(1, delay.seconds))
         logger.warning("worker: transient failure, retrying later", metadata: [
             "message_id": "\(envelope.messageID)", "attempt": "\(attempt)", "error": "\(error)",
         ])
