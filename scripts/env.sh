@@ -13,10 +13,12 @@
 RABBITMQ_DIR="$FLEET_RUN_DIR/rabbitmq"
 POSTGRES_DIR="$FLEET_RUN_DIR/postgres"
 RABBITMQ_BIN=/usr/lib/rabbitmq/bin
+# An Erlang VM that crashes (the node, or a rabbitmqctl call) writes its dump here, not into the caller's folder.
+: "${ERL_CRASH_DUMP:=$FLEET_RUN_DIR/erl_crash.dump}"
 : "${AMQP_URL:=amqp://guest:guest@127.0.0.1:${RABBITMQ_PORT}/}"
 : "${POSTGRES_URL:=postgres://${POSTGRES_USER}:${POSTGRES_PASSWORD}@127.0.0.1:${POSTGRES_PORT}/${POSTGRES_DB}}"
 export FLEET_RUN_DIR RABBITMQ_PORT RABBITMQ_TLS_PORT RABBITMQ_MANAGEMENT_PORT RABBITMQ_DIST_PORT RABBITMQ_NODE
-export POSTGRES_PORT POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB AMQP_URL POSTGRES_URL
+export ERL_CRASH_DUMP POSTGRES_PORT POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB AMQP_URL POSTGRES_URL
 
 # rabbitmqctl against the local node (same cookie, same node name).
 fleet_rabbitmqctl() {
