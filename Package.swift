@@ -135,7 +135,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP", "EventCore", "Processes", "FleetTestSupport", "FleetSimulation", "OrderFulfillment"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "AMQP", "EventCore", "EventCoreTestKit", "Processes", "FleetTestSupport", "FleetSimulation", "OrderFulfillment"]),
         // The deployment artifacts (Dockerfile, compose, Kubernetes, Prometheus, Grafana) checked against the worker.
         .testTarget(name: "DeployTests", dependencies: ["Fleet", .product(name: "Yams", package: "Yams")]),
     ],

@@ -208,4 +208,7 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     public mutating func nextUnit() -> Double {
         Double(next() >> 11) / Double(1 << 53)
     }
+
+    /// A number in `0..<bound`.
+    public mutating func below(_ bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
 }

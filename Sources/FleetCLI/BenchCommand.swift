@@ -47,6 +47,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Instead of fleet runs: schedule this many timeouts through the delay levels at once and measure their lateness.")
     var timeouts: Int = 0
     @Option(help: "Seconds over which those timeouts fall due (from 1 s on).") var timeoutSpread: Int = 600
+    @Flag(help: "With --timeouts: every other timeout takes the plain way (its delay rounded up to whole seconds, not held), reported apart.")
+    var timeoutBaseline = false
     @Option(help: "Also write the results as JSON to this file.") var json: String?
 
     func validate() throws {
@@ -128,12 +130,23 @@ struct BenchCommand: AsyncParsableCommand {
     /// `--timeouts N`: the delay levels' precision with N timeouts pending at once.
     func measureTimeouts(topology: Topology, admin: AMQPConnection) async throws {
         say("fleet bench: \(timeouts) timeouts due over 1 to \(timeoutSpread) s, all pending at once; load \(Self.loadAverage())")
-        let report = try await TimeoutPrecision.measure(connection: admin, topology: topology, count: timeouts, spread: timeoutSpread)
+        let report = try await TimeoutPrecision.measure(connection: admin, topology: topology, count: timeouts, spread: timeoutSpread,
+                                                        baseline: timeoutBaseline)
         await admin.close()
-        let lateness = report.latenessMilliseconds
-        say(String(format: "scheduled %d in %.1f s, received %d, early %d; lateness p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms",
-                   report.scheduled, report.publishSeconds, report.received, report.early,
-                   lateness["p50"] ?? 0, lateness["p90"] ?? 0, lateness["p99"] ?? 0, lateness["max"] ?? 0))
+        say(String(format: "published in %.1f s", report.publishSeconds))
+        func line(_ name: String, scheduled: Int, received: Int, early: Int, lateness: [String: Double], extra: String) {
+            say(String(format: "%@: scheduled %d, received %d, early %d; lateness p50 %.0f ms, p90 %.0f ms, p99 %.0f ms, max %.0f ms%@",
+                       name, scheduled, received, early,
+                       lateness["p50"] ?? 0, lateness["p90"] ?? 0, lateness["p99"] ?? 0, lateness["max"] ?? 0, extra))
+        }
+        line("fleet (routed to arrive early, held until due)", scheduled: report.scheduled, received: report.received, early: report.early,
+             lateness: report.latenessMilliseconds, extra: "; held \(report.held), sent back \(report.sentBack)")
+        if let plain = report.baseline {
+            line("plain (rounded up to whole seconds, not held)", scheduled: plain.scheduled, received: plain.received, early: plain.early,
+                 lateness: plain.latenessMilliseconds, extra: "")
+            let fleetP99 = report.latenessMilliseconds["p99"] ?? 0, plainP99 = plain.latenessMilliseconds["p99"] ?? 0
+            if fleetP99 > 0 { say(String(format: "p99 lateness, plain / fleet: %.1f", plainP99 / fleetP99)) }
+        }
         say("load at the end: \(Self.loadAverage())")
         if let json {
             let encoder = JSONEncoder()
@@ -141,6 +154,7 @@ struct BenchCommand: AsyncParsableCommand {
             try encoder.encode(report).write(to: URL(fileURLWithPath: json))
         }
         if report.received != report.scheduled || report.early > 0 { throw ExitCode(1) }
+        if let plain = report.baseline, plain.received != plain.scheduled || plain.early > 0 { throw ExitCode(1) }
     }
 
     static func line(_ result: Result) -> String {

@@ -3,15 +3,31 @@ import EventCore
 import Fleet
 import Foundation
 import Histogram
+import Synchronization
 
-/// How precisely the fleet's delay levels deliver timeouts: `fleet bench --timeouts N`.
+/// How precisely timeouts reach their handler: `fleet bench --timeouts N`.
 ///
-/// Schedules `count` messages through the topology's delay levels exactly as a worker schedules a timeout (the
-/// delay rounded up to whole seconds, the due time in `x-fleet-due-at`), due at random times spread over
-/// `spread` seconds, all pending at once, into a queue of its own bound to the delivery exchange; then measures
-/// each one's lateness on arrival. A worker sends a message that arrives early back to wait, so early
-/// arrivals are counted apart: they must be none.
+/// Schedules `count` messages exactly as a worker schedules a timeout (``DelayTiming``: routed through the
+/// topology's delay levels to arrive shortly before the due time, carrying it in `x-fleet-due-at`), due at
+/// random times spread over `spread` seconds, all pending at once, into a queue of its own bound to the
+/// delivery exchange. On arrival each one is treated as a worker treats it: held until due when it arrived
+/// within the hold window (up to the worker's hold capacity), sent back to the levels when it arrived earlier
+/// or found the hold full, and otherwise handled; its lateness is measured when it would be handled. Handling
+/// one before its due time would be early: there must be none.
+///
+/// With `baseline`, every other timeout instead takes the plain way, the delay rounded up to whole seconds and
+/// no hold, and is reported apart: the same broker, the same load, the same run.
 enum TimeoutPrecision {
+    /// What a run saw for one way of scheduling.
+    struct Figures: Codable {
+        var scheduled = 0
+        var received = 0
+        var early = 0
+        var held = 0
+        var sentBack = 0
+        var latenessMilliseconds: [String: Double] = [:]
+    }
+
     /// What a run saw.
     struct Report: Codable {
         var scheduled: Int
@@ -19,43 +35,127 @@ enum TimeoutPrecision {
         var early: Int
         var publishSeconds: Double
         var latenessMilliseconds: [String: Double]
+        /// Timeouts held until due, and sent back to the levels.
+        var held: Int
+        var sentBack: Int
+        /// The plain way (rounded up, never held), when measured.
+        var baseline: Figures?
     }
 
-    static func measure(connection: AMQPConnection, topology: Topology, count: Int, spread: Int) async throws -> Report {
+    private static let strategyHeader = "x-fleet-bench-strategy"
+
+    /// Per strategy: what arrived, and the lateness histogram.
+    private struct Tally {
+        var figures = Figures()
+        var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+
+        mutating func handled(lateness milliseconds: Double) {
+            figures.received += 1
+            if milliseconds < 0 { figures.early += 1 } else { _ = histogram.record(UInt64(milliseconds * 1000)) }
+        }
+
+        func summary() -> Figures {
+            var figures = self.figures
+            func milliseconds(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
+            figures.latenessMilliseconds = ["p50": milliseconds(50), "p90": milliseconds(90), "p99": milliseconds(99),
+                                            "max": Double(histogram.maxRecorded) / 1000]
+            return figures
+        }
+    }
+
+    private final class Shared: Sendable {
+        private let state = Mutex(State())
+        func withLock<R: Sendable>(_ body: (inout State) -> R) -> R { state.withLock { body(&$0) } }
+    }
+
+    private struct State {
+        var fleet = Tally()
+        var plain = Tally()
+        var held = 0
+        var done: Int { fleet.figures.received + plain.figures.received }
+    }
+
+    static func measure(connection: AMQPConnection, topology: Topology, count: Int, spread: Int, baseline: Bool = false,
+                        timing: DelayTiming = DelayTiming(), holdCapacity: Int = WorkerConfiguration().holdCapacity) async throws -> Report {
         let levels = topology.fleet.delay
         let queue = "fleet-bench.timeouts.\(UInt32.random(in: 0...UInt32.max))"
         try await connection.declare(QueueDeclaration(name: queue, durable: true, autoDelete: false))
         let anyDelay = Array(repeating: "*", count: levels.levels).joined(separator: ".")
         try await connection.declare(BindingDeclaration(source: levels.deliveryExchange, destination: queue, routingKey: "\(anyDelay).\(queue)"))
         let consumer = try await connection.consume(queue: queue, prefetch: 2000, noAck: true)
+        let state = Shared()
 
-        let receiving = Task { () -> (Int, Int, Histogram<UInt64>) in
-            var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
-            var received = 0, early = 0
-            for try await delivery in consumer {
-                let arrival = Date().timeIntervalSince1970 * 1000
-                guard let due = delivery.properties.headers?[Envelope.Header.dueAt]?.intValue else { continue }
-                let lateness = arrival - Double(due)
-                if lateness < 0 { early += 1 } else { _ = histogram.record(UInt64(lateness * 1000)) }
-                received += 1
-                if received == count { break }
+        @Sendable func message(index: Int, dueMilliseconds: Int64, plain: Bool, atLeastOneSecond: Bool = false) -> AMQPMessage {
+            let remaining = Double(dueMilliseconds) / 1000 - Date().timeIntervalSince1970
+            let seconds = plain ? max(0, Int(remaining.rounded(.up)))
+                : timing.routedSeconds(remaining: remaining, maximum: levels.maximumDelaySeconds, atLeastOneSecond: atLeastOneSecond)
+            let address = plain ? (levels.entryExchange, levels.routingKey(delaySeconds: seconds, destination: queue))
+                : levels.address(delaySeconds: seconds, destination: queue)
+            var properties = AMQPProperties.persistent
+            properties.messageID = "timeout-\(index)"
+            properties.type = "ProcessTimeoutDue"
+            properties.headers = [Envelope.Header.dueAt: .int64(dueMilliseconds), strategyHeader: .string(plain ? "plain" : "fleet")]
+            return AMQPMessage(body: Data(#"{"timeout":"bench"}"#.utf8), exchange: address.0, routingKey: address.1, properties: properties)
+        }
+
+        let resending = try await connection.makePublisher(window: 256)
+        let receiving = Task {
+            await withTaskGroup(of: Void.self) { holds in
+                do {
+                    for try await delivery in consumer {
+                        guard let headers = delivery.properties.headers, let due = headers[Envelope.Header.dueAt]?.intValue else { continue }
+                        let plain = headers[strategyHeader]?.stringValue == "plain"
+                        let index = Int(delivery.properties.messageID?.dropFirst("timeout-".count) ?? "") ?? 0
+                        func handled() -> Bool {
+                            let lateness = Date().timeIntervalSince1970 * 1000 - Double(due)
+                            return state.withLock { state in
+                                if plain { state.plain.handled(lateness: lateness) } else { state.fleet.handled(lateness: lateness) }
+                                return state.done == count
+                            }
+                        }
+                        let remaining = Double(due) / 1000 - Date().timeIntervalSince1970
+                        var arrival: DelayTiming.Arrival = plain ? .due : timing.arrival(remaining: remaining)
+                        if case .hold = arrival, !state.withLock({ state in
+                            guard state.held < holdCapacity else { return false }
+                            state.held += 1
+                            state.fleet.figures.held += 1
+                            return true
+                        }) {
+                            arrival = .tooEarly
+                        }
+                        switch arrival {
+                        case .due:
+                            if handled() { try await consumer.cancel() }
+                        case .hold(let seconds):
+                            holds.addTask {
+                                try? await Task.sleep(for: .milliseconds(Int64((seconds * 1000).rounded(.up)) + 1))
+                                let lateness = Date().timeIntervalSince1970 * 1000 - Double(due)
+                                let all = state.withLock { state in
+                                    state.held -= 1
+                                    state.fleet.handled(lateness: lateness)
+                                    return state.done == count
+                                }
+                                if all { try? await consumer.cancel() }
+                            }
+                        case .tooEarly:
+                            state.withLock { $0.fleet.figures.sentBack += 1 }
+                            _ = await resending.publish(contentsOf: [message(index: index, dueMilliseconds: due, plain: false, atLeastOneSecond: true)])
+                        }
+                    }
+                } catch {}
             }
-            return (received, early, histogram)
         }
 
         let publisher = try await connection.makePublisher(window: 1024)
         let started = ContinuousClock.now
         var batch: [AMQPMessage] = []
         for index in 0..<count {
-            let now = Date()
-            let dueAt = now.addingTimeInterval(1 + Double.random(in: 0..<Double(max(1, spread - 1))))
-            let seconds = Int(dueAt.timeIntervalSince(now).rounded(.up))
-            var properties = AMQPProperties.persistent
-            properties.messageID = "timeout-\(index)"
-            properties.type = "ProcessTimeoutDue"
-            properties.headers = [Envelope.Header.dueAt: .int64(Int64((dueAt.timeIntervalSince1970 * 1000).rounded(.up)))]
-            batch.append(AMQPMessage(body: Data(#"{"timeout":"bench"}"#.utf8), exchange: levels.entryExchange,
-                                     routingKey: levels.routingKey(delaySeconds: seconds, destination: queue), properties: properties))
+            let dueAt = Date().addingTimeInterval(1 + Double.random(in: 0..<Double(max(1, spread - 1))))
+            let plain = baseline && index % 2 == 1
+            state.withLock { state in
+                if plain { state.plain.figures.scheduled += 1 } else { state.fleet.figures.scheduled += 1 }
+            }
+            batch.append(message(index: index, dueMilliseconds: Int64((dueAt.timeIntervalSince1970 * 1000).rounded(.up)), plain: plain))
             if batch.count == 1000 || index == count - 1 {
                 for result in await publisher.publish(contentsOf: batch) { try result.get() }
                 batch.removeAll(keepingCapacity: true)
@@ -69,15 +169,16 @@ enum TimeoutPrecision {
             try await Task.sleep(for: .seconds(spread + 120))
             try await consumer.cancel()
         }
-        let (received, early, histogram) = try await receiving.value
+        await receiving.value
         deadline.cancel()
         try? await consumer.cancel()
+        await resending.close()
         _ = try? await connection.deleteQueue(queue)
-        func milliseconds(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
+        let (fleet, plain) = state.withLock { ($0.fleet.summary(), $0.plain.summary()) }
         return Report(
-            scheduled: count, received: received, early: early,
-            publishSeconds: published.seconds,
-            latenessMilliseconds: ["p50": milliseconds(50), "p90": milliseconds(90), "p99": milliseconds(99), "max": Double(histogram.maxRecorded) / 1000]
+            scheduled: fleet.scheduled, received: fleet.received, early: fleet.early,
+            publishSeconds: published.seconds, latenessMilliseconds: fleet.latenessMilliseconds,
+            held: fleet.held, sentBack: fleet.sentBack, baseline: baseline ? plain : nil
         )
     }
 }

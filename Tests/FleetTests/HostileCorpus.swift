@@ -1,27 +1,10 @@
 import AMQP
 import EventCore
+import EventCoreTestKit
 import Fleet
 import Foundation
 import OrderFulfillment
 import Processes
-
-/// SplitMix64: a small, fast generator with a fixed seed, so every run sees the same hostile inputs.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A number in `0..<bound`.
-    mutating func below(_ bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
-}
 
 /// One message as a hostile (or careless) publisher could send it to the fleet.
 struct HostileMessage: Sendable {

@@ -1,5 +1,6 @@
 import AMQP
 import EventCore
+import EventCoreTestKit
 import Fleet
 import FleetTestSupport
 import Foundation

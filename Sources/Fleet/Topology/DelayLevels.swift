@@ -39,8 +39,27 @@ public struct DelayLevels: Sendable, Equatable, Codable {
     /// The waiting queue of level `level`.
     public func queueName(level: Int) -> String { "\(prefix).level-\(level).wait" }
 
-    /// The exchange a delayed message is published to.
+    /// The exchange of the highest level: a message published there with any delay's routing key finds its way.
     public var entryExchange: String { exchangeName(level: levels - 1) }
+
+    /// The exchange a message delayed by `seconds` is published to: the level of its delay's highest bit (the
+    /// levels above it would only pass it on), or the delivery exchange for no delay. Routing a message
+    /// through fewer exchanges makes publishing into the levels cheaper for the broker.
+    public func entryExchange(delaySeconds seconds: Int) -> String {
+        let delay = min(max(0, seconds), maximumDelaySeconds)
+        guard delay > 0 else { return deliveryExchange }
+        return exchangeName(level: Int.bitWidth - 1 - delay.leadingZeroBitCount)
+    }
+
+    /// Where to publish a message that waits `seconds` on the levels and is then delivered to `destination`.
+    public func address(delaySeconds seconds: Int, destination: String) -> (exchange: String, routingKey: String) {
+        (entryExchange(delaySeconds: seconds), routingKey(delaySeconds: seconds, destination: destination))
+    }
+
+    /// How many waiting queues a message delayed by `seconds` passes through (each costs a dead-lettering hop).
+    public func hops(delaySeconds seconds: Int) -> Int {
+        min(max(0, seconds), maximumDelaySeconds).nonzeroBitCount
+    }
 
     /// The routing key that delays a message by `seconds` (clamped to the levels' range) and then delivers it
     /// to `destination`.

@@ -20,6 +20,7 @@ public final class Worker: Sendable {
     public let topology: Topology
     private let handlers: [String: any MessageHandler]
     private let retryPolicy: RetryPolicy
+    private let delayTiming: DelayTiming
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let now: @Sendable () -> Date
@@ -36,11 +37,13 @@ public final class Worker: Sendable {
     ///
     /// - Parameters:
     ///   - handlers: the handler of each name routes use in `topology.json`.
-    ///   - retryPolicy: how transient failures are retried (delays are rounded up to whole seconds).
+    ///   - retryPolicy: how transient failures are retried.
+    ///   - delayTiming: how timeouts and retries wait on the delay levels and in the worker.
     ///   - now: the wall clock (injectable for tests).
     /// - Throws: ``TopologyError`` when a route names a handler that is not given.
     public init(configuration: WorkerConfiguration, topology: Topology, handlers: [String: any MessageHandler],
                 retryPolicy: RetryPolicy = RetryPolicy(maxRetries: 8, backoff: .exponential(initial: .seconds(1), multiplier: 2, maximum: .seconds(300)), jitter: 0.2),
+                delayTiming: DelayTiming = DelayTiming(),
                 logger: Logger, metrics: WorkerMetrics, now: @escaping @Sendable () -> Date = { Date() }) throws(TopologyError) {
         for (index, route) in topology.fleet.routes.enumerated() where handlers[route.handler] == nil {
             throw TopologyError(entry: "fleet.routes[\(index)] (\(route.queue))", problem: "no handler named \(route.handler) is registered (known: \(handlers.keys.sorted().joined(separator: ", ")))")
@@ -49,6 +52,7 @@ public final class Worker: Sendable {
         self.topology = topology
         self.handlers = handlers
         self.retryPolicy = retryPolicy
+        self.delayTiming = delayTiming
         self.logger = logger
         self.metrics = metrics
         self.now = now
@@ -91,7 +95,9 @@ public final class Worker: Sendable {
 
         var consumers: [(Route, AMQPConsumer)] = []
         for route in topology.fleet.routes {
-            let consumer = try await consuming.consume(queue: route.queue, prefetch: UInt16(clamping: configuration.prefetch))
+            // Timeouts held until they are due must not take the places of the messages behind them.
+            let prefetch = configuration.prefetch + (route.queue == topology.fleet.timeoutsQueue ? configuration.holdCapacity : 0)
+            let consumer = try await consuming.consume(queue: route.queue, prefetch: UInt16(clamping: prefetch))
             consumers.append((route, consumer))
         }
         let alreadyStopping = state.withLock { state in
@@ -105,23 +111,43 @@ public final class Worker: Sendable {
         await withTaskGroup(of: Void.self) { group in
             for (route, consumer) in consumers {
                 let decoder = EnvelopeDecoder(route: route, maximumBodyBytes: configuration.maximumBodyBytes)
+                // The timeouts queue may hold its whole hold capacity; a queue of retries, a quarter of its prefetch.
+                let holdLimit = route.queue == topology.fleet.timeoutsQueue ? configuration.holdCapacity : min(configuration.holdCapacity, configuration.prefetch / 4)
+                let held = HoldCount(limit: holdLimit)
                 group.addTask {
                     await withDiscardingTaskGroup { inFlight in
+                        @Sendable func handle(_ delivery: AMQPDelivery) async {
+                            self.state.withLock { $0.inFlight += 1 }
+                            defer {
+                                let count = self.state.withLock { state in
+                                    state.inFlight -= 1
+                                    return state.inFlight
+                                }
+                                self.metrics.inFlight(count)
+                                semaphore.release()
+                            }
+                            await self.processWithinTimeLimit(delivery, route: route, decoder: decoder, publisher: publisher)
+                        }
                         do {
                             for try await delivery in consumer {
-                                await semaphore.acquire()
-                                self.state.withLock { $0.inFlight += 1 }
-                                inFlight.addTask {
-                                    defer {
-                                        let count = self.state.withLock { state in
-                                            state.inFlight -= 1
-                                            return state.inFlight
+                                if let wait = self.holdTime(of: delivery), let holding = held.take() {
+                                    self.metrics.held(holding)
+                                    inFlight.addTask {
+                                        let slept: Bool
+                                        do { try await Task.sleep(for: wait); slept = true } catch { slept = false }
+                                        self.metrics.held(held.release())
+                                        guard slept else {
+                                            // Stopped before it was due: give it back rather than act early.
+                                            self.settle(delivery, queue: route.queue) { try $0.nack(requeue: true) }
+                                            return
                                         }
-                                        self.metrics.inFlight(count)
-                                        semaphore.release()
+                                        await semaphore.acquire()
+                                        await handle(delivery)
                                     }
-                                    await self.processWithinTimeLimit(delivery, route: route, decoder: decoder, publisher: publisher)
+                                    continue
                                 }
+                                await semaphore.acquire()
+                                inFlight.addTask { await handle(delivery) }
                             }
                         } catch {
                             self.logger.error("worker: consumer ended", metadata: ["queue": "\(route.queue)", "error": "\(error)"])
@@ -151,7 +177,43 @@ public final class Worker: Sendable {
         }
     }
 
+    /// The messages one consumer holds until their due time, within a limit.
+    final class HoldCount: Sendable {
+        private let count = Mutex(0)
+        private let limit: Int
+
+        init(limit: Int) { self.limit = limit }
+
+        /// Takes a place; the number held with it, or nil when the hold is full.
+        func take() -> Int? {
+            count.withLock { count in
+                guard count < limit else { return nil }
+                count += 1
+                return count
+            }
+        }
+
+        /// Gives a place back; the number still held.
+        func release() -> Int {
+            count.withLock { count in
+                count -= 1
+                return count
+            }
+        }
+    }
+
     // MARK: - One message
+
+    /// How long to hold a delivery that arrived shortly before its due time (`x-fleet-due-at`), read before it
+    /// takes a permit; nil when it is due, too early to hold, or carries no due time. A due time that does not
+    /// decode is left to the decoder, which dead-letters the message.
+    private func holdTime(of delivery: AMQPDelivery) -> Duration? {
+        guard let due = delivery.properties.headers?[Envelope.Header.dueAt]?.intValue else { return nil }
+        let remaining = Double(due) / 1000 - now().timeIntervalSince1970
+        guard case .hold(let seconds) = delayTiming.arrival(remaining: remaining) else { return nil }
+        // A millisecond more: the due time is kept in whole milliseconds, rounded up.
+        return .milliseconds(Int64((seconds * 1000).rounded(.up)) + 1)
+    }
 
     /// Settles a delivery once: the handling of a message and the watchdog that gives up on it race for it.
     final class SettleOnce: Sendable {
@@ -223,10 +285,11 @@ public final class Worker: Sendable {
         logger[metadataKey: "message_id"] = "\(envelope.messageID)"
         logger[metadataKey: "correlation_id"] = "\(envelope.correlationID ?? "")"
 
-        // Delay queues have whole-second levels: never act before the due time.
+        // Never act before the due time: a message that arrived too early to be held (or while the hold was
+        // full) goes back to the delay levels, for at least a second so that it cannot loop.
         if let dueAt = envelope.dueAt, dueAt > now() {
             do {
-                try await publishDelayed([DelayedMessage(envelope: envelope, destination: queue, dueAt: dueAt)], publisher: publisher)
+                try await publishDelayed([DelayedMessage(envelope: envelope, destination: queue, dueAt: dueAt)], atLeastOneSecond: true, publisher: publisher)
                 metrics.redelayed(queue: queue)
                 settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
             } catch {
@@ -236,7 +299,9 @@ public final class Worker: Sendable {
             return
         }
 
-        if queue == topology.fleet.timeoutsQueue { metrics.timeoutArrived() }
+        if queue == topology.fleet.timeoutsQueue {
+            metrics.timeoutArrived(lateness: envelope.dueAt.map { now().timeIntervalSince($0) })
+        }
         let handler = handlers[route.handler]!
         let started = ContinuousClock.now
         do {
@@ -273,20 +338,21 @@ public final class Worker: Sendable {
         }
     }
 
-    private func publishDelayed(_ delayed: [DelayedMessage], publisher: AMQPPublisher) async throws(AMQPError) {
-        for result in await publisher.publish(contentsOf: delayed.map { delayedMessage($0) }) { try result.get() }
+    private func publishDelayed(_ delayed: [DelayedMessage], atLeastOneSecond: Bool = false, publisher: AMQPPublisher) async throws(AMQPError) {
+        for result in await publisher.publish(contentsOf: delayed.map { delayedMessage($0, atLeastOneSecond: atLeastOneSecond) }) { try result.get() }
     }
 
-    /// The message that travels through the delay levels and reaches its destination at `dueAt` (rounded up
-    /// to the next whole second, so never early).
-    func delayedMessage(_ delayed: DelayedMessage) -> AMQPMessage {
+    /// The message that travels through the delay levels and reaches its destination shortly before `dueAt`,
+    /// where a worker holds it until it is due (``DelayTiming``). With `atLeastOneSecond` (a message that
+    /// arrived too early, or found the hold full), it waits at least a second on the levels instead.
+    func delayedMessage(_ delayed: DelayedMessage, atLeastOneSecond: Bool = false) -> AMQPMessage {
         var envelope = delayed.envelope
         envelope.dueAt = delayed.dueAt
-        let seconds = max(0, Int(delayed.dueAt.timeIntervalSince(now()).rounded(.up)))
-        let destination = delayed.destination ?? topology.fleet.timeoutsQueue
         let levels = topology.fleet.delay
-        return AMQPMessage(body: envelope.body, exchange: levels.entryExchange,
-                           routingKey: levels.routingKey(delaySeconds: seconds, destination: destination),
+        let seconds = delayTiming.routedSeconds(remaining: delayed.dueAt.timeIntervalSince(now()), maximum: levels.maximumDelaySeconds,
+                                                atLeastOneSecond: atLeastOneSecond)
+        let address = levels.address(delaySeconds: seconds, destination: delayed.destination ?? topology.fleet.timeoutsQueue)
+        return AMQPMessage(body: envelope.body, exchange: address.exchange, routingKey: address.routingKey,
                            properties: envelope.properties, mandatory: true)
     }
 

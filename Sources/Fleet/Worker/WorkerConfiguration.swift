@@ -17,6 +17,9 @@ public struct WorkerConfiguration: Sendable, Equatable {
     public var concurrency: Int = 32
     /// Unacknowledged messages the broker may send ahead, per queue.
     public var prefetch: Int = 64
+    /// Messages that arrived shortly before their due time (timeouts, retries) this worker may hold until they
+    /// are due, on top of `prefetch` for the timeouts queue. See ``DelayTiming``.
+    public var holdCapacity: Int = 1024
     /// Address the HTTP endpoint (metrics, health, admin) listens on.
     public var httpHost: String = "127.0.0.1"
     /// Port of the HTTP endpoint; 0 turns it off.
@@ -55,6 +58,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         Key(name: "FLEET_TOPOLOGY", isSecret: false, summary: "path of topology.json"),
         Key(name: "FLEET_CONCURRENCY", isSecret: false, summary: "messages handled at once"),
         Key(name: "FLEET_PREFETCH", isSecret: false, summary: "broker prefetch per queue"),
+        Key(name: "FLEET_HOLD_CAPACITY", isSecret: false, summary: "timeouts and retries held until their due time"),
         Key(name: "FLEET_HTTP_HOST", isSecret: false, summary: "HTTP listen address"),
         Key(name: "FLEET_HTTP_PORT", isSecret: false, summary: "HTTP port for /metrics, /health/*, /admin (0 = off)"),
         Key(name: "FLEET_ADMIN_TOKEN", isSecret: true, summary: "bearer token of the admin API (unset = admin API off)"),
@@ -98,6 +102,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         if let path = try value("FLEET_TOPOLOGY") { topologyPath = path }
         if let number = try integer("FLEET_CONCURRENCY", 1...4096) { concurrency = number }
         if let number = try integer("FLEET_PREFETCH", 1...65535) { prefetch = number }
+        if let number = try integer("FLEET_HOLD_CAPACITY", 0...60_000) { holdCapacity = number }
         if let host = try value("FLEET_HTTP_HOST") { httpHost = host }
         if let number = try integer("FLEET_HTTP_PORT", 0...65535) { httpPort = number }
         if let token = try value("FLEET_ADMIN_TOKEN") {

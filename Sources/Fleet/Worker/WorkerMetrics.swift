@@ -11,7 +11,9 @@ import Foundation
 /// `fleet_handler_duration_seconds`, `fleet_conflicts_retried_total`, `fleet_publications_total`,
 /// `fleet_in_flight_messages`, `fleet_outbox_lag_seconds` (from a commit to the confirm of its last
 /// publication), `fleet_timeouts_scheduled_total` and `fleet_timeouts_arrived_total` (their difference is the
-/// number of timeouts pending on the broker); with the dimension `queue` where a queue applies.
+/// number of timeouts pending on the broker), `fleet_timeout_lateness_seconds` (from a timeout's due time to
+/// its handling), `fleet_messages_held` (messages held until their due time); with the dimension `queue` where
+/// a queue applies.
 public struct WorkerMetrics: Sendable {
     let factory: any MetricsFactory
 
@@ -72,8 +74,15 @@ public struct WorkerMetrics: Sendable {
         Counter(label: "fleet_timeouts_scheduled_total", factory: factory).increment(by: count)
     }
 
-    func timeoutArrived() {
+    func timeoutArrived(lateness: Double?) {
         Counter(label: "fleet_timeouts_arrived_total", factory: factory).increment()
+        if let lateness {
+            Timer(label: "fleet_timeout_lateness_seconds", factory: factory).recordNanoseconds(Int64(max(0, lateness) * 1e9))
+        }
+    }
+
+    func held(_ value: Int) {
+        Gauge(label: "fleet_messages_held", factory: factory).record(value)
     }
 
     func inFlight(_ value: Int) {

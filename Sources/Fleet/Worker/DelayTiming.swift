@@ -1,0 +1,65 @@
+import Foundation
+
+/// How a message that is not due yet (a timeout, a retry) waits for its due time so that it is handled
+/// neither early nor late: mostly on the broker's delay levels, and for its last seconds in the worker.
+///
+/// The delay levels count whole seconds, and every level a message waits in costs it a hop: the waiting
+/// queue's at-least-once dead-lettering, about 0.1 to 0.3 s on a busy node. A delay rounded up to whole
+/// seconds would make a timeout up to a second late before its hops, each of which adds more. So the worker
+/// routes a delay to end a little before the due time (``lead`` plus ``leadPerHop`` for each level the delay
+/// passes, rounded down to whole seconds), and holds a message that arrives within ``holdWindow`` of its due
+/// time: unacknowledged, outside the handlers' concurrency, until it is due. A message due within
+/// ``holdWindow`` when it is scheduled goes straight to its destination and is held there. The broker keeps
+/// the message until the worker acknowledges it, so a worker that dies while holding it loses nothing: the
+/// message is redelivered and held by another.
+public struct DelayTiming: Sendable, Equatable {
+    /// The longest a worker holds a message that arrived before its due time; one that arrives earlier goes
+    /// back to the delay levels.
+    public var holdWindow: TimeInterval
+    /// How much earlier than its due time a routed delay is meant to end.
+    public var lead: TimeInterval
+    /// How much earlier again for each level the delay passes (the expected cost of a hop).
+    public var leadPerHop: TimeInterval
+
+    /// A timing; the defaults suit a single node and a three-node cluster alike.
+    public init(holdWindow: TimeInterval = 5, lead: TimeInterval = 0.5, leadPerHop: TimeInterval = 0.25) {
+        self.holdWindow = holdWindow
+        self.lead = lead
+        self.leadPerHop = leadPerHop
+    }
+
+    /// The whole seconds a message due in `remaining` seconds waits on the delay levels, so that it arrives
+    /// before its due time (and is held for the rest); 0 sends it straight to its destination to be held
+    /// there. Never more than `maximum`, the levels' longest delay.
+    ///
+    /// With `atLeastOneSecond` (for a message that arrived too early to be held, or found the hold full) a
+    /// delay that would be 0 is the remaining time rounded up instead, so the message cannot come straight back:
+    /// it arrives late by up to a second and its hop rather than loop.
+    public func routedSeconds(remaining: TimeInterval, maximum: Int, atLeastOneSecond: Bool = false) -> Int {
+        guard remaining > holdWindow else {
+            return atLeastOneSecond ? min(max(1, Int(remaining.rounded(.up))), maximum) : 0
+        }
+        let budget = remaining - lead
+        var seconds = Int(min(budget.rounded(.down), Double(maximum)))
+        while seconds > 0 && Double(seconds) + leadPerHop * Double(seconds.nonzeroBitCount) > budget {
+            seconds -= 1
+        }
+        return max(atLeastOneSecond ? 1 : 0, seconds)
+    }
+
+    /// What a worker does with a message that arrives `remaining` seconds before its due time.
+    public enum Arrival: Sendable, Equatable {
+        /// It is due (or late): handle it now.
+        case due
+        /// Hold it this many seconds, then handle it.
+        case hold(TimeInterval)
+        /// Too early to hold: send it back to the delay levels.
+        case tooEarly
+    }
+
+    /// What a worker does with a message that arrives `remaining` seconds before its due time.
+    public func arrival(remaining: TimeInterval) -> Arrival {
+        if remaining <= 0 { return .due }
+        return remaining <= holdWindow ? .hold(remaining) : .tooEarly
+    }
+}

@@ -1,0 +1,118 @@
+import AMQP
+import EventCore
+import EventCoreTestKit
+import Fleet
+import FleetSimulation
+import FleetTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// Timeouts and retries wait on the delay levels to arrive shortly before their due time, then in the worker
+/// until they are due: never handled early, and not a second late for the levels' whole-second granularity.
+@Suite("Due times: the delay levels and the worker's hold")
+struct DueTimeTests {
+    static let levels = DelayLevels(levels: 21, destinations: ["fleet.timeouts"])
+
+    @Test func aRoutedDelayEndsBeforeTheDueTimeByItsLeadAndHops() {
+        let timing = DelayTiming()
+        var random = SplitMix64(seed: 7)
+        for _ in 0..<20_000 {
+            let remaining = timing.holdWindow + Double(random.next() % 5_000_000) / 1000 * (random.next() % 2 == 0 ? 1 : 100)
+            let seconds = timing.routedSeconds(remaining: remaining, maximum: Self.levels.maximumDelaySeconds)
+            #expect(seconds >= 0)
+            // Even if every hop cost what the timing expects, the message arrives by its due time...
+            #expect(Double(seconds) + timing.lead + timing.leadPerHop * Double(Self.levels.hops(delaySeconds: seconds)) <= remaining,
+                    "remaining \(remaining): routed \(seconds) s")
+            // ... and if hops cost nothing, not so early that it cannot be held (for delays up to 8,192 s, whose
+            // at most 13 hops the hold window covers).
+            if remaining < 8192 {
+                #expect(remaining - Double(seconds) <= timing.holdWindow, "remaining \(remaining): routed \(seconds) s")
+            }
+        }
+    }
+
+    @Test func aMessageDueWithinTheHoldWindowGoesStraightToItsDestination() {
+        let timing = DelayTiming()
+        #expect(timing.routedSeconds(remaining: 0.2, maximum: 100) == 0)
+        #expect(timing.routedSeconds(remaining: timing.holdWindow, maximum: 100) == 0)
+        #expect(Self.levels.address(delaySeconds: 0, destination: "fleet.timeouts").exchange == Self.levels.deliveryExchange)
+        // Sent back after arriving too early, or finding the hold full: it waits at least a second, never 0.
+        #expect(timing.routedSeconds(remaining: 0.2, maximum: 100, atLeastOneSecond: true) == 1)
+        #expect(timing.routedSeconds(remaining: 3.4, maximum: 100, atLeastOneSecond: true) == 4)
+        #expect(timing.routedSeconds(remaining: -3, maximum: 100, atLeastOneSecond: true) == 1)
+        // Never beyond the levels.
+        #expect(timing.routedSeconds(remaining: 1e9, maximum: 1023) == 1023)
+    }
+
+    @Test func anArrivalIsHandledHeldOrSentBack() {
+        let timing = DelayTiming(holdWindow: 5)
+        #expect(timing.arrival(remaining: -0.5) == .due)
+        #expect(timing.arrival(remaining: 0) == .due)
+        #expect(timing.arrival(remaining: 1.25) == .hold(1.25))
+        #expect(timing.arrival(remaining: 5) == .hold(5))
+        #expect(timing.arrival(remaining: 5.01) == .tooEarly)
+    }
+
+    @Test func aDelayEntersAtTheLevelOfItsHighestBit() {
+        let levels = DelayLevels(levels: 4, prefix: "d", deliveryExchange: "d.deliver", destinations: ["q.a"])
+        #expect(levels.entryExchange(delaySeconds: 0) == "d.deliver")
+        #expect(levels.entryExchange(delaySeconds: 1) == "d.level-0")
+        #expect(levels.entryExchange(delaySeconds: 5) == "d.level-2")
+        #expect(levels.entryExchange(delaySeconds: 8) == "d.level-3")
+        #expect(levels.entryExchange(delaySeconds: 99) == "d.level-3")
+        #expect(levels.hops(delaySeconds: 5) == 2 && levels.hops(delaySeconds: 15) == 4 && levels.hops(delaySeconds: 99) == 4)
+        let (exchange, key) = levels.address(delaySeconds: 5, destination: "q.a")
+        #expect(exchange == "d.level-2" && key == "0.1.0.1.q.a")
+    }
+
+    /// A real worker and broker: an order due in 2 s is held and handled at its due time; one due in 8 s (too
+    /// early to hold) is sent back to the levels once, then held; neither is handled before it is due; one with
+    /// no due time is handled at once.
+    @Test(.timeLimit(.minutes(3)))
+    func aWorkerHandlesMessagesAtTheirDueTimeNeverBefore() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-due-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
+            let port = Int.random(in: 40_000..<50_000)
+            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
+            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
+            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+            let publisher = try await connection.makePublisher()
+            let now = Date()
+            let dues: [String: Date?] = ["due-soon": now.addingTimeInterval(2), "due-later": now.addingTimeInterval(8), "due-now": nil]
+            let messages = dues.map { order, due in
+                let message = HostileCorpus.orderPlaced(order, id: order, headers: due.map {
+                    [Envelope.Header.dueAt: .int64(Int64(($0.timeIntervalSince1970 * 1000).rounded(.up)))]
+                })
+                return AMQPMessage(body: message.body, exchange: message.exchange, routingKey: message.routingKey, properties: message.properties)
+            }
+            for result in await publisher.publish(contentsOf: messages) { try result.get() }
+
+            let store = try await StoreConnection.open(path, maximumPayloadBytes: 1 << 20, logger: Logger(label: "due-time-test"))
+            var firstRecorded: [String: Date] = [:]
+            let handled = try await TestBroker.eventually(90) {
+                for event in try await OperationsReplayTests.allEvents(store.store) {
+                    if let order = event.metadata.correlationID, dues.keys.contains(order), firstRecorded[order] == nil {
+                        firstRecorded[order] = event.recordedAt
+                    }
+                }
+                return firstRecorded.count == dues.count
+            }
+            try #require(handled, "handled: \(firstRecorded.keys.sorted())")
+            for (order, due) in dues {
+                guard let due, let recorded = firstRecorded[order] else { continue }
+                #expect(recorded >= due.addingTimeInterval(-0.001), "\(order) was handled \(due.timeIntervalSince(recorded)) s before its due time")
+            }
+            #expect(firstRecorded["due-now"]! < firstRecorded["due-soon"]!)
+            let (status, metrics) = try #require(await ChaosTests.get(port: port, path: "/metrics"))
+            #expect(status == 200)
+            #expect(ChaosTests.metric("fleet_messages_redelayed_total", in: metrics) == 1, "only the order due in 8 s is sent back, once")
+            #expect(ChaosTests.metric("fleet_messages_held", in: metrics) == 0, "nothing is held any more")
+            #expect(worker.isRunning)
+            await store.close()
+            await connection.close()
+        }
+    }
+}
