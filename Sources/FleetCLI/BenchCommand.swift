@@ -140,7 +140,7 @@ struct BenchCommand: AsyncParsableCommand {
                        lateness["p50"] ?? 0, lateness["p90"] ?? 0, lateness["p99"] ?? 0, lateness["max"] ?? 0, extra))
         }
         line("fleet (routed to arrive early, held until due)", scheduled: report.scheduled, received: report.received, early: report.early,
-             lateness: report.latenessMilliseconds, extra: "; held \(report.held), sent back \(report.sentBack)")
+             lateness: report.latenessMilliseconds, extra: String(format: "; held %d, sent back %d; a hop costs %.0f ms", report.held, report.sentBack, report.hopCostMilliseconds))
         if let plain = report.baseline {
             line("plain (rounded up to whole seconds, not held)", scheduled: plain.scheduled, received: plain.received, early: plain.early,
                  lateness: plain.latenessMilliseconds, extra: "")

@@ -38,6 +38,8 @@ enum TimeoutPrecision {
         /// Timeouts held until due, and sent back to the levels.
         var held: Int
         var sentBack: Int
+        /// What a hop through the levels cost at the end, as learnt from the arrivals (``HopCost``).
+        var hopCostMilliseconds: Double
         /// The plain way (rounded up, never held), when measured.
         var baseline: Figures?
     }
@@ -84,17 +86,23 @@ enum TimeoutPrecision {
         try await connection.declare(BindingDeclaration(source: levels.deliveryExchange, destination: queue, routingKey: "\(anyDelay).\(queue)"))
         let consumer = try await connection.consume(queue: queue, prefetch: 2000, noAck: true)
         let state = Shared()
+        let hopCost = HopCost()
 
         @Sendable func message(index: Int, dueMilliseconds: Int64, plain: Bool, atLeastOneSecond: Bool = false) -> AMQPMessage {
-            let remaining = Double(dueMilliseconds) / 1000 - Date().timeIntervalSince1970
+            let now = Date()
+            let remaining = Double(dueMilliseconds) / 1000 - now.timeIntervalSince1970
             let seconds = plain ? max(0, Int(remaining.rounded(.up)))
-                : timing.routedSeconds(remaining: remaining, maximum: levels.maximumDelaySeconds, atLeastOneSecond: atLeastOneSecond)
+                : timing.routedSeconds(remaining: remaining, maximum: levels.maximumDelaySeconds, atLeastOneSecond: atLeastOneSecond,
+                                       hopCost: hopCost.seconds)
             let address = plain ? (levels.entryExchange, levels.routingKey(delaySeconds: seconds, destination: queue))
                 : levels.address(delaySeconds: seconds, destination: queue)
             var properties = AMQPProperties.persistent
             properties.messageID = "timeout-\(index)"
             properties.type = "ProcessTimeoutDue"
             properties.headers = [Envelope.Header.dueAt: .int64(dueMilliseconds), strategyHeader: .string(plain ? "plain" : "fleet")]
+            if !plain && seconds > 0 {
+                properties.headers?[Envelope.Header.delayedAt] = .int64(Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))
+            }
             return AMQPMessage(body: Data(#"{"timeout":"bench"}"#.utf8), exchange: address.0, routingKey: address.1, properties: properties)
         }
 
@@ -113,6 +121,7 @@ enum TimeoutPrecision {
                                 return state.done == count
                             }
                         }
+                        if !plain { hopCost.observe(routingKey: delivery.routingKey, headers: headers, levels: levels, now: Date()) }
                         let remaining = Double(due) / 1000 - Date().timeIntervalSince1970
                         var arrival: DelayTiming.Arrival = plain ? .due : timing.arrival(remaining: remaining)
                         if case .hold = arrival, !state.withLock({ state in
@@ -178,7 +187,7 @@ enum TimeoutPrecision {
         return Report(
             scheduled: fleet.scheduled, received: fleet.received, early: fleet.early,
             publishSeconds: published.seconds, latenessMilliseconds: fleet.latenessMilliseconds,
-            held: fleet.held, sentBack: fleet.sentBack, baseline: baseline ? plain : nil
+            held: fleet.held, sentBack: fleet.sentBack, hopCostMilliseconds: hopCost.seconds * 1000, baseline: baseline ? plain : nil
         )
     }
 }

@@ -19,16 +19,15 @@ struct DueTimeTests {
         var random = SplitMix64(seed: 7)
         for _ in 0..<20_000 {
             let remaining = timing.holdWindow + Double(random.next() % 5_000_000) / 1000 * (random.next() % 2 == 0 ? 1 : 100)
-            let seconds = timing.routedSeconds(remaining: remaining, maximum: Self.levels.maximumDelaySeconds)
-            #expect(seconds >= 0)
-            // Even if every hop cost what the timing expects, the message arrives by its due time...
-            #expect(Double(seconds) + timing.lead + timing.leadPerHop * Double(Self.levels.hops(delaySeconds: seconds)) <= remaining,
-                    "remaining \(remaining): routed \(seconds) s")
-            // ... and if hops cost nothing, not so early that it cannot be held (for delays up to 8,192 s, whose
-            // at most 13 hops the hold window covers).
-            if remaining < 8192 {
-                #expect(remaining - Double(seconds) <= timing.holdWindow, "remaining \(remaining): routed \(seconds) s")
-            }
+            let hopCost = Double(random.next() % 2000) / 1000
+            let seconds = timing.routedSeconds(remaining: remaining, maximum: Self.levels.maximumDelaySeconds, hopCost: hopCost)
+            let lead = timing.lead(hops: Self.levels.hops(delaySeconds: seconds), hopCost: hopCost)
+            // If every hop cost what the timing expects (at least `leadPerHop`), the message arrives by its due
+            // time, `lead` early...
+            #expect(Double(seconds) + lead <= remaining, "remaining \(remaining): routed \(seconds) s")
+            #expect(lead >= timing.lead && lead <= timing.holdWindow - 1)
+            // ... and if hops cost nothing, not so early that it cannot be held.
+            #expect(remaining - Double(seconds) <= timing.holdWindow, "remaining \(remaining): routed \(seconds) s")
         }
     }
 
@@ -43,6 +42,28 @@ struct DueTimeTests {
         #expect(timing.routedSeconds(remaining: -3, maximum: 100, atLeastOneSecond: true) == 1)
         // Never beyond the levels.
         #expect(timing.routedSeconds(remaining: 1e9, maximum: 1023) == 1023)
+    }
+
+    @Test func theHopCostFollowsDearHopsFastAndCheapOnesSlowlyAndIgnoresForgeries() {
+        let cost = HopCost(initial: 0.25)
+        let sent = Date(timeIntervalSince1970: 1_800_000_000)
+        // 13 s over 3 hops for a 10 s delay: a second a hop; the estimate rises a fifth of the way at once.
+        cost.observe(delayedAt: sent, delaySeconds: 10, hops: 3, now: sent.addingTimeInterval(13))
+        #expect(abs(cost.seconds - 0.4) < 1e-9)
+        for _ in 0..<40 { cost.observe(delayedAt: sent, delaySeconds: 10, hops: 3, now: sent.addingTimeInterval(13)) }
+        #expect(cost.seconds > 0.99 && cost.seconds <= 1)
+        // Cheap hops bring it down a fiftieth of the way each.
+        cost.observe(delayedAt: sent, delaySeconds: 10, hops: 3, now: sent.addingTimeInterval(10))
+        #expect(cost.seconds > 0.97)
+        // A forged send time a year back counts as 5 s a hop at most; one in the future as nothing.
+        cost.observe(delayedAt: sent.addingTimeInterval(-31_536_000), delaySeconds: 1, hops: 1, now: sent)
+        #expect(cost.seconds <= 0.98 + 0.2 * 5)
+        let levels = DelayLevels(levels: 4, prefix: "d", deliveryExchange: "d.deliver", destinations: ["q.a"])
+        #expect(levels.delaySeconds(routingKey: "0.1.0.1.q.a") == 5)
+        #expect(levels.delaySeconds(routingKey: "1.1.1.1.q.a") == 15)
+        #expect(levels.delaySeconds(routingKey: "0.1.2.1.q.a") == nil)
+        #expect(levels.delaySeconds(routingKey: "order.placed") == nil)
+        #expect(levels.delaySeconds(routingKey: "0.1") == nil)
     }
 
     @Test func anArrivalIsHandledHeldOrSentBack() {

@@ -84,6 +84,9 @@ public struct Envelope: Sendable, Equatable {
         public static let globalPosition = "x-global-position"
         /// When a delayed message is due, in milliseconds since 1970.
         public static let dueAt = "x-fleet-due-at"
+        /// When a delayed message was sent to the delay levels, in milliseconds since 1970 (from which workers
+        /// learn what a hop through the levels costs).
+        public static let delayedAt = "x-fleet-delayed-at"
         /// How many times the fleet has retried the message.
         public static let attempt = "x-fleet-attempt"
         /// Why the message was dead-lettered (`malformed-body`, `unknown-type`, `retries-exhausted`, ...).

@@ -51,6 +51,20 @@ public struct DelayLevels: Sendable, Equatable, Codable {
         return exchangeName(level: Int.bitWidth - 1 - delay.leadingZeroBitCount)
     }
 
+    /// The delay a routing key of ``routingKey(delaySeconds:destination:)`` spells; nil for another key.
+    public func delaySeconds(routingKey: String) -> Int? {
+        var seconds = 0, words = 0
+        for word in routingKey.split(separator: ".", maxSplits: levels, omittingEmptySubsequences: false).prefix(levels) {
+            switch word {
+            case "0": seconds <<= 1
+            case "1": seconds = seconds << 1 | 1
+            default: return nil
+            }
+            words += 1
+        }
+        return words == levels ? seconds : nil
+    }
+
     /// Where to publish a message that waits `seconds` on the levels and is then delivered to `destination`.
     public func address(delaySeconds seconds: Int, destination: String) -> (exchange: String, routingKey: String) {
         (entryExchange(delaySeconds: seconds), routingKey(delaySeconds: seconds, destination: destination))

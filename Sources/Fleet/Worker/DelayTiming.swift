@@ -1,4 +1,6 @@
+import AMQP
 import Foundation
+import Synchronization
 
 /// How a message that is not due yet (a timeout, a retry) waits for its due time so that it is handled
 /// neither early nor late: mostly on the broker's delay levels, and for its last seconds in the worker.
@@ -35,16 +37,24 @@ public struct DelayTiming: Sendable, Equatable {
     /// With `atLeastOneSecond` (for a message that arrived too early to be held, or found the hold full) a
     /// delay that would be 0 is the remaining time rounded up instead, so the message cannot come straight back:
     /// it arrives late by up to a second and its hop rather than loop.
-    public func routedSeconds(remaining: TimeInterval, maximum: Int, atLeastOneSecond: Bool = false) -> Int {
+    ///
+    /// `hopCost` is what a hop costs lately (``HopCost``), at least ``leadPerHop``; the whole lead stays a second
+    /// inside the hold window, so that a message that arrives as early as planned can be held.
+    public func routedSeconds(remaining: TimeInterval, maximum: Int, atLeastOneSecond: Bool = false, hopCost: TimeInterval = 0) -> Int {
         guard remaining > holdWindow else {
             return atLeastOneSecond ? min(max(1, Int(remaining.rounded(.up))), maximum) : 0
         }
-        let budget = remaining - lead
+        let budget = remaining
         var seconds = Int(min(budget.rounded(.down), Double(maximum)))
-        while seconds > 0 && Double(seconds) + leadPerHop * Double(seconds.nonzeroBitCount) > budget {
+        while seconds > 0 && Double(seconds) + self.lead(hops: seconds.nonzeroBitCount, hopCost: hopCost) > budget {
             seconds -= 1
         }
         return max(atLeastOneSecond ? 1 : 0, seconds)
+    }
+
+    /// How much earlier than the due time a delay over `hops` levels is meant to end.
+    public func lead(hops: Int, hopCost: TimeInterval = 0) -> TimeInterval {
+        min(lead + max(leadPerHop, hopCost) * Double(hops), max(lead, holdWindow - 1))
     }
 
     /// What a worker does with a message that arrives `remaining` seconds before its due time.
@@ -61,5 +71,41 @@ public struct DelayTiming: Sendable, Equatable {
     public func arrival(remaining: TimeInterval) -> Arrival {
         if remaining <= 0 { return .due }
         return remaining <= holdWindow ? .hold(remaining) : .tooEarly
+    }
+}
+
+/// What a hop through the delay levels costs lately, learnt from the messages that come out of them.
+///
+/// A delayed message carries the time it was sent to the levels (`x-fleet-delayed-at`) and its delay in its
+/// routing key; what it took beyond that delay, shared among the levels it passed, is one sample. The estimate
+/// rises fast and falls slowly, so it follows the dearer hops of a busy broker rather than the mean. Samples
+/// are clamped, so a forged header can at worst make messages arrive earlier, to be held or sent back, never
+/// handled early.
+public final class HopCost: Sendable {
+    private let estimate: Mutex<Double>
+
+    /// An estimate starting at `initial` seconds per hop.
+    public init(initial: TimeInterval = 0.25) {
+        estimate = Mutex(initial)
+    }
+
+    /// The current estimate, in seconds per hop.
+    public var seconds: TimeInterval { estimate.withLock { $0 } }
+
+    /// Learns from a message that waited `delaySeconds` on `levels`, sent at `delayedAt` and out now.
+    public func observe(delayedAt: Date, delaySeconds: Int, hops: Int, now: Date) {
+        guard hops > 0 else { return }
+        let sample = min(5, max(0, (now.timeIntervalSince(delayedAt) - Double(delaySeconds)) / Double(hops)))
+        estimate.withLock { estimate in
+            estimate += (sample > estimate ? 0.2 : 0.02) * (sample - estimate)
+        }
+    }
+
+    /// Learns from a delivery that came out of `levels`: its routing key spells the delay, its
+    /// `x-fleet-delayed-at` header says when it was sent. Deliveries without them teach nothing.
+    public func observe(routingKey: String, headers: AMQPTable?, levels: DelayLevels, now: Date) {
+        guard let sent = headers?[Envelope.Header.delayedAt]?.intValue,
+              let seconds = levels.delaySeconds(routingKey: routingKey) else { return }
+        observe(delayedAt: Date(timeIntervalSince1970: Double(sent) / 1000), delaySeconds: seconds, hops: seconds.nonzeroBitCount, now: now)
     }
 }

@@ -21,6 +21,7 @@ public final class Worker: Sendable {
     private let handlers: [String: any MessageHandler]
     private let retryPolicy: RetryPolicy
     private let delayTiming: DelayTiming
+    private let hopCost = HopCost()
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let now: @Sendable () -> Date
@@ -209,7 +210,12 @@ public final class Worker: Sendable {
     /// decode is left to the decoder, which dead-letters the message.
     private func holdTime(of delivery: AMQPDelivery) -> Duration? {
         guard let due = delivery.properties.headers?[Envelope.Header.dueAt]?.intValue else { return nil }
-        let remaining = Double(due) / 1000 - now().timeIntervalSince1970
+        let now = now()
+        if delivery.properties.headers?[Envelope.Header.delayedAt] != nil {
+            hopCost.observe(routingKey: delivery.routingKey, headers: delivery.properties.headers, levels: topology.fleet.delay, now: now)
+            metrics.hopCost(seconds: hopCost.seconds)
+        }
+        let remaining = Double(due) / 1000 - now.timeIntervalSince1970
         guard case .hold(let seconds) = delayTiming.arrival(remaining: remaining) else { return nil }
         // A millisecond more: the due time is kept in whole milliseconds, rounded up.
         return .milliseconds(Int64((seconds * 1000).rounded(.up)) + 1)
@@ -349,11 +355,16 @@ public final class Worker: Sendable {
         var envelope = delayed.envelope
         envelope.dueAt = delayed.dueAt
         let levels = topology.fleet.delay
-        let seconds = delayTiming.routedSeconds(remaining: delayed.dueAt.timeIntervalSince(now()), maximum: levels.maximumDelaySeconds,
-                                                atLeastOneSecond: atLeastOneSecond)
+        let now = now()
+        let seconds = delayTiming.routedSeconds(remaining: delayed.dueAt.timeIntervalSince(now), maximum: levels.maximumDelaySeconds,
+                                                atLeastOneSecond: atLeastOneSecond, hopCost: hopCost.seconds)
         let address = levels.address(delaySeconds: seconds, destination: delayed.destination ?? topology.fleet.timeoutsQueue)
+        var properties = envelope.properties
+        if seconds > 0 {
+            properties.headers = (properties.headers ?? [:]).merging([Envelope.Header.delayedAt: .int64(Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))]) { $1 }
+        }
         return AMQPMessage(body: envelope.body, exchange: address.exchange, routingKey: address.routingKey,
-                           properties: envelope.properties, mandatory: true)
+                           properties: properties, mandatory: true)
     }
 
     private func retryLater(_ delivery: AMQPDelivery, envelope: Envelope, queue: String, error: any Error, publisher: AMQPPublisher) async {

@@ -12,7 +12,8 @@ import Foundation
 /// `fleet_in_flight_messages`, `fleet_outbox_lag_seconds` (from a commit to the confirm of its last
 /// publication), `fleet_timeouts_scheduled_total` and `fleet_timeouts_arrived_total` (their difference is the
 /// number of timeouts pending on the broker), `fleet_timeout_lateness_seconds` (from a timeout's due time to
-/// its handling), `fleet_messages_held` (messages held until their due time); with the dimension `queue` where
+/// its handling), `fleet_messages_held` (messages held until their due time), `fleet_delay_hop_seconds` (what a hop through
+/// the delay levels costs lately, as this worker learnt it); with the dimension `queue` where
 /// a queue applies.
 public struct WorkerMetrics: Sendable {
     let factory: any MetricsFactory
@@ -79,6 +80,10 @@ public struct WorkerMetrics: Sendable {
         if let lateness {
             Timer(label: "fleet_timeout_lateness_seconds", factory: factory).recordNanoseconds(Int64(max(0, lateness) * 1e9))
         }
+    }
+
+    func hopCost(seconds: Double) {
+        Gauge(label: "fleet_delay_hop_seconds", factory: factory).record(seconds)
     }
 
     func held(_ value: Int) {
