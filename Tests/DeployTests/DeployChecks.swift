@@ -153,11 +153,14 @@ enum DeployChecks {
         "fleet_messages_redelayed_total", "fleet_publications_total", "fleet_outbox_lag_seconds",
         "fleet_timeouts_scheduled_total", "fleet_timeouts_arrived_total",
         "fleet_messages_redelivered_total", "fleet_duplicates_absorbed_total",
+        // Due times: lateness, holding, and the learnt cost of a delay hop.
+        "fleet_timeout_lateness_seconds", "fleet_messages_held", "fleet_delay_hop_seconds",
     ]
 
     /// Histograms: queried through their `_bucket`, `_sum` and `_count` series.
     static let histograms: Set<String> = [
         "eventcore_process_duration_seconds", "fleet_handler_duration_seconds", "fleet_outbox_lag_seconds",
+        "fleet_timeout_lateness_seconds",
     ]
 
     /// The series a query may name: the exported metrics, their histogram series, and Prometheus' own `up`.
