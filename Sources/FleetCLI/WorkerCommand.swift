@@ -130,7 +130,7 @@ enum WorkerRuntime {
     }
 }
 
-/// What `/health/ready` checks: the worker consumes and the store answers.
+/// What `/health/ready` checks: the worker consumes, its broker connections are up, and the store answers.
 struct ReadinessProbe: Sendable {
     let worker: Worker
     let store: any EventStore
@@ -138,6 +138,7 @@ struct ReadinessProbe: Sendable {
     func problems() async -> [String] {
         var problems: [String] = []
         if !worker.isReady { problems.append("worker: not consuming") }
+        if !worker.isConnectedToBroker { problems.append("broker: not connected (recovering a lost connection)") }
         do {
             _ = try await store.read(stream: StreamID("fleet-readiness-probe"))
         } catch {

@@ -417,6 +417,8 @@ struct ChaosTests {
         var brokerRestarts: [Double] = []
         var postgresRestarts: [Double] = []
         var workersReadyAfterRestarts = true
+        /// Workers that answered `/health/ready` with 200 while the broker was stopped.
+        var readyWhileBrokerDown: [String] = []
         var notes: [String] = []
 
         var total: Int { kills + pauses.count + brokerRestarts.count + postgresRestarts.count }
@@ -508,7 +510,14 @@ struct ChaosTests {
                 logger.info("chaos: restarting the broker")
                 do {
                     try await brokerControl("stop_app")
-                    try await Task.sleep(for: .seconds(2))
+                    try await Task.sleep(for: .seconds(1))
+                    // With the broker stopped, no worker is ready: a load balancer or orchestrator must see it.
+                    for worker in fleet.live {
+                        if let (status, body) = await Self.get(port: worker.httpPort, path: "/health/ready"), status == 200 {
+                            log.readyWhileBrokerDown.append("worker \(worker.index): \(body.prefix(200))")
+                        }
+                    }
+                    try await Task.sleep(for: .seconds(1))
                     try await brokerControl("start_app")
                     log.brokerRestarts.append(seconds(began.duration(to: .now)))
                 } catch {
@@ -664,6 +673,7 @@ struct ChaosTests {
         #expect(faults.brokerRestarts.count == 1)
         #expect(faults.postgresRestarts.count == 1)
         #expect(faults.workersReadyAfterRestarts, "\(faults.notes)")
+        #expect(faults.readyWhileBrokerDown.isEmpty, "ready while the broker was stopped: \(faults.readyWhileBrokerDown)")
         #expect(faults.notes.isEmpty, "\(faults.notes)")
         #expect(fleet.unexpectedExits().isEmpty, "\(fleet.unexpectedExits())")
 

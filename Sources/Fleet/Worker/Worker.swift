@@ -29,6 +29,7 @@ public final class Worker: Sendable {
 
     private struct RunState: ~Copyable {
         var consumers: [AMQPConsumer] = []
+        var connections: [AMQPConnection] = []
         var stopping = false
         var inFlight = 0
         var ready = false
@@ -62,6 +63,13 @@ public final class Worker: Sendable {
     /// Whether the worker is consuming (for `/health/ready`).
     public var isReady: Bool { state.withLock { $0.ready && !$0.stopping } }
 
+    /// Whether the worker's broker connections are up: false before it connects, and while a lost connection
+    /// is being recovered (for `/health/ready`).
+    public var isConnectedToBroker: Bool {
+        let connections = state.withLock { $0.connections }
+        return !connections.isEmpty && connections.allSatisfy(\.isConnected)
+    }
+
     /// Messages being handled now.
     public var inFlight: Int { state.withLock { $0.inFlight } }
 
@@ -78,6 +86,8 @@ public final class Worker: Sendable {
             await consuming.close()
             throw error
         }
+        state.withLock { $0.connections = [consuming, publishing] }
+        defer { state.withLock { $0.connections = [] } }
         do {
             try await consume(from: consuming, publishingOn: publishing)
         } catch {
