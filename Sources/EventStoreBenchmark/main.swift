@@ -110,8 +110,7 @@ func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: In
     let deadline = ContinuousClock.now + .seconds(seconds)
     let started = ContinuousClock.now
     let statistics = await workload.run(executor: executor, tasks: concurrency, seed: UInt64(concurrency)) { ContinuousClock.now >= deadline }
-    let elapsed = ContinuousClock.now - started
-    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    let seconds = (ContinuousClock.now - started).seconds
     guard statistics.failed == 0 else {
         throw BenchmarkFailure(description: "\(statistics.failed) transfers failed: \(statistics.failures)")
     }

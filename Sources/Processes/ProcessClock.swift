@@ -48,10 +48,7 @@ public final class ManualClock: ProcessClock {
 
 extension Duration {
     /// The duration in seconds, as a `TimeInterval`.
-    var timeInterval: TimeInterval {
-        let parts = components
-        return TimeInterval(parts.seconds) + TimeInterval(parts.attoseconds) / 1e18
-    }
+    var timeInterval: TimeInterval { seconds }
 
     /// The duration closest to `interval` seconds.
     init(timeInterval interval: TimeInterval) {

@@ -424,9 +424,7 @@ struct ChaosTests {
         var total: Int { kills + pauses.count + brokerRestarts.count + postgresRestarts.count }
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
+    static func seconds(_ duration: Duration) -> Double { duration.seconds }
 
     /// Waits until every live worker answers `/health/ready` with 200.
     static func allReady(_ fleet: ChaosFleet, within seconds: Double) async throws -> Bool {

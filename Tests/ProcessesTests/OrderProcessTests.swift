@@ -329,7 +329,7 @@ struct RetryPolicyTests {
     func delays(_ policy: RetryPolicy, count: Int) -> [Double] {
         (0..<count).map { retries in
             ProcessTimeout(timeoutID: "t", timeoutAt: Date(timeIntervalSince1970: 0), retryPolicy: policy, currentRetries: retries)
-                .nextRetryDelay.timeIntervalForTests
+                .nextRetryDelay.seconds
         }
     }
 
@@ -360,8 +360,8 @@ struct RetryPolicyTests {
     @Test("jitter is drawn from the timeout id: the same id always gets the same delay, within the jitter band")
     func deterministicJitter() {
         let policy = RetryPolicy(maxRetries: 3, backoff: .fixed(.seconds(100)), jitter: 0.5)
-        let delaysByID = (0..<50).map { ProcessTimeout(timeoutID: "p@\($0)", timeoutAt: Date(), retryPolicy: policy, currentRetries: 0).nextRetryDelay.timeIntervalForTests }
-        let again = (0..<50).map { ProcessTimeout(timeoutID: "p@\($0)", timeoutAt: Date(), retryPolicy: policy, currentRetries: 0).nextRetryDelay.timeIntervalForTests }
+        let delaysByID = (0..<50).map { ProcessTimeout(timeoutID: "p@\($0)", timeoutAt: Date(), retryPolicy: policy, currentRetries: 0).nextRetryDelay.seconds }
+        let again = (0..<50).map { ProcessTimeout(timeoutID: "p@\($0)", timeoutAt: Date(), retryPolicy: policy, currentRetries: 0).nextRetryDelay.seconds }
         #expect(delaysByID == again)
         #expect(delaysByID.allSatisfy { $0 > 50 && $0 <= 100 })
         #expect(Set(delaysByID).count > 40)
@@ -384,8 +384,3 @@ struct RetryPolicyTests {
     }
 }
 
-extension Duration {
-    var timeIntervalForTests: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

@@ -184,10 +184,7 @@ public struct StoreReplay: Sendable {
         let clock = ContinuousClock(), start = clock.now
         var reader = SelectionReader(selection: selection, pageSize: ratePerSecond.map { max(1, min(batchSize, Int($0))) } ?? batchSize)
         var position = after, published = 0, total = resumed?.published ?? 0, stoppedEarly = false
-        func elapsed() -> Double {
-            let d = clock.now - start
-            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-        }
+        func elapsed() -> Double { (clock.now - start).seconds }
         while true {
             if shouldStop() || Task.isCancelled {
                 stoppedEarly = true

@@ -106,10 +106,7 @@ public struct StreamReplay: Sendable {
             }
         }
         defer { watchdog.cancel() }
-        func elapsed() -> Double {
-            let d = clock.now - start
-            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-        }
+        func elapsed() -> Double { (clock.now - start).seconds }
         var published = 0, lastOffset: Int?
         var stoppedEarly = false
         do {
