@@ -99,6 +99,26 @@ struct OperationsReplayTests {
         return store
     }
 
+    /// Declares a topic exchange and a queue bound to all it routes: where a replay under test publishes.
+    static func declareReplayTarget(_ prefix: String, on connection: AMQPConnection) async throws -> (exchange: String, queue: String) {
+        let exchange = TestBroker.uniqueName(prefix), queue = TestBroker.uniqueName("\(prefix).received")
+        try await connection.declare(ExchangeDeclaration(name: exchange, type: "topic", durable: false, autoDelete: false))
+        try await connection.declare(QueueDeclaration(name: queue, durable: false))
+        try await connection.declare(BindingDeclaration(source: exchange, destination: queue, routingKey: "#"))
+        return (exchange, queue)
+    }
+
+    /// Deletes a replay target, closes its connection and runs `then`, in the background (for a `defer`).
+    static func removeReplayTarget(_ target: (exchange: String, queue: String), connection: AMQPConnection,
+                                   then: @escaping @Sendable () async -> Void = {}) {
+        Task {
+            _ = try? await connection.deleteQueue(target.queue)
+            try? await connection.deleteExchange(target.exchange)
+            await connection.close()
+            await then()
+        }
+    }
+
     /// Every event of a store.
     static func allEvents(_ store: any EventStore) async throws -> [StoredEvent] {
         var events: [StoredEvent] = [], position = 0
@@ -133,18 +153,8 @@ struct OperationsReplayTests {
         }
         let source = try await Self.announcementStore(path, count: total)
         let connection = try await TestBroker.connect()
-        let exchange = TestBroker.uniqueName("ops.replay"), queue = TestBroker.uniqueName("ops.replay.received")
-        try await connection.declare(ExchangeDeclaration(name: exchange, type: "topic", durable: false, autoDelete: false))
-        try await connection.declare(QueueDeclaration(name: queue, durable: false))
-        try await connection.declare(BindingDeclaration(source: exchange, destination: queue, routingKey: "#"))
-        defer {
-            Task {
-                _ = try? await connection.deleteQueue(queue)
-                try? await connection.deleteExchange(exchange)
-                await connection.close()
-                await source.close()
-            }
-        }
+        let (exchange, queue) = try await Self.declareReplayTarget("ops.replay", on: connection)
+        defer { Self.removeReplayTarget((exchange, queue), connection: connection) { await source.close() } }
         let replay = StoreReplay(selection: StoreReplaySelection(fromPosition: 1), target: ReplayTarget(exchange: exchange),
                                  checkpoint: checkpoint)
 

@@ -133,17 +133,8 @@ struct OperatorCLITests {
         #expect(stored.count == total)
 
         let connection = try await TestBroker.connect()
-        let exchange = TestBroker.uniqueName("cli.replay"), queue = TestBroker.uniqueName("cli.replay.received")
-        try await connection.declare(ExchangeDeclaration(name: exchange, type: "topic", durable: false, autoDelete: false))
-        try await connection.declare(QueueDeclaration(name: queue, durable: false))
-        try await connection.declare(BindingDeclaration(source: exchange, destination: queue, routingKey: "#"))
-        defer {
-            Task {
-                _ = try? await connection.deleteQueue(queue)
-                try? await connection.deleteExchange(exchange)
-                await connection.close()
-            }
-        }
+        let (exchange, queue) = try await OperationsReplayTests.declareReplayTarget("cli.replay", on: connection)
+        defer { OperationsReplayTests.removeReplayTarget((exchange, queue), connection: connection) }
         let arguments = ["replay", "store", "--amqp-url", TestBroker.url, "--store", path, "--from-position", "1", "--to", exchange,
                          "--checkpoint", checkpoint.path]
 
