@@ -142,11 +142,11 @@ public final class Worker: Sendable {
                         do {
                             for try await delivery in consumer {
                                 if let wait = self.holdTime(of: delivery), let holding = held.take() {
-                                    self.metrics.held(holding)
+                                    self.metrics.held(holding, queue: route.queue)
                                     inFlight.addTask {
                                         let slept: Bool
                                         do { try await Task.sleep(for: wait); slept = true } catch { slept = false }
-                                        self.metrics.held(held.release())
+                                        self.metrics.held(held.release(), queue: route.queue)
                                         guard slept else {
                                             // Stopped before it was due: give it back rather than act early.
                                             self.settle(delivery, queue: route.queue) { try $0.nack(requeue: true) }

@@ -86,8 +86,8 @@ public struct WorkerMetrics: Sendable {
         Gauge(label: "fleet_delay_hop_seconds", factory: factory).record(seconds)
     }
 
-    func held(_ value: Int) {
-        Gauge(label: "fleet_messages_held", factory: factory).record(value)
+    func held(_ value: Int, queue: String) {
+        Gauge(label: "fleet_messages_held", dimensions: [("queue", queue)], factory: factory).record(value)
     }
 
     func inFlight(_ value: Int) {
