@@ -42,6 +42,9 @@ struct DueTimeTests {
         #expect(timing.routedSeconds(remaining: -3, maximum: 100, atLeastOneSecond: true) == 1)
         // Never beyond the levels.
         #expect(timing.routedSeconds(remaining: 1e9, maximum: 1023) == 1023)
+        // 600.3 s ahead: 598 s would be the longest delay that ends a lead before the due time (5 levels);
+        // 592 s (3 levels) ends 8.3 s before it, within the hold window.
+        #expect(timing.routedSeconds(remaining: 600.3, maximum: Self.levels.maximumDelaySeconds) == 592)
     }
 
     @Test func theHopCostFollowsDearHopsFastAndCheapOnesSlowlyAndIgnoresForgeries() {
@@ -87,7 +90,7 @@ struct DueTimeTests {
         #expect(exchange == "d.level-2" && key == "0.1.0.1.q.a")
     }
 
-    /// A real worker and broker: an order due in 2 s is held and handled at its due time; one due in 8 s (too
+    /// A real worker and broker: an order due in 2 s is held and handled at its due time; one due in 14 s (too
     /// early to hold) is sent back to the levels once, then held; neither is handled before it is due; one with
     /// no due time is handled at once.
     @Test(.timeLimit(.minutes(3)))
@@ -102,7 +105,7 @@ struct DueTimeTests {
             try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
             let publisher = try await connection.makePublisher()
             let now = Date()
-            let dues: [String: Date?] = ["due-soon": now.addingTimeInterval(2), "due-later": now.addingTimeInterval(8), "due-now": nil]
+            let dues: [String: Date?] = ["due-soon": now.addingTimeInterval(2), "due-later": now.addingTimeInterval(14), "due-now": nil]
             let messages = dues.map { order, due in
                 let message = HostileCorpus.orderPlaced(order, id: order, headers: due.map {
                     [Envelope.Header.dueAt: .int64(Int64(($0.timeIntervalSince1970 * 1000).rounded(.up)))]
@@ -129,7 +132,7 @@ struct DueTimeTests {
             #expect(firstRecorded["due-now"]! < firstRecorded["due-soon"]!)
             let (status, metrics) = try #require(await ChaosTests.get(port: port, path: "/metrics"))
             #expect(status == 200)
-            #expect(ChaosTests.metric("fleet_messages_redelayed_total", in: metrics) == 1, "only the order due in 8 s is sent back, once")
+            #expect(ChaosTests.metric("fleet_messages_redelayed_total", in: metrics) == 1, "only the order due in 14 s is sent back, once")
             #expect(ChaosTests.metric("fleet_messages_held", in: metrics) == 0, "nothing is held any more")
             #expect(worker.isRunning)
             await store.close()

@@ -19,7 +19,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
     public var prefetch: Int = 64
     /// Messages that arrived shortly before their due time (timeouts, retries) this worker may hold until they
     /// are due, on top of `prefetch` for the timeouts queue. See ``DelayTiming``.
-    public var holdCapacity: Int = 1024
+    public var holdCapacity: Int = 2048
     /// Address the HTTP endpoint (metrics, health, admin) listens on.
     public var httpHost: String = "127.0.0.1"
     /// Port of the HTTP endpoint; 0 turns it off.
