@@ -30,10 +30,10 @@ public final class PostgresEventStore: EventStore {
         /// Values below 1 count as 1.
         public var concurrentRoundTrips: Int
 
-        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, two appends and two reads in flight.
+        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, one append and one read in flight.
         public init(
             schema: String = "eventcore", maximumPayloadBytes: Int = 1 << 20, now: @escaping @Sendable () -> Date = { Date() },
-            concurrentRoundTrips: Int = 2
+            concurrentRoundTrips: Int = 1
         ) {
             self.schema = schema
             self.maximumPayloadBytes = maximumPayloadBytes
@@ -52,6 +52,10 @@ public final class PostgresEventStore: EventStore {
     private let appendGroups: RoundTripGroup<PendingAppend, AppendResult>
     /// Group reads: reads that wait for a free slot go together, as one query over all their streams.
     private let readGroups: RoundTripGroup<[StreamID], StreamsSnapshot>
+    /// The read of whole streams, prepared once per connection.
+    private let readStatement: StoreStatement.Text
+    /// The call of `append_events_batch`, prepared once per connection.
+    private let batchStatement: StoreStatement.Text
 
     /// Creates a store over `client`; call ``migrate()`` (or use ``start(client:configuration:logger:)``) before use.
     ///
@@ -74,6 +78,15 @@ public final class PostgresEventStore: EventStore {
         let slots = max(1, configuration.concurrentRoundTrips)
         appendGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 4 << 20)
         readGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 1024)
+        // Statement names carry the schema name: one client may serve stores in several schemas.
+        readStatement = StoreStatement.Text(name: "eventcore.read_streams.\(name)", sql: """
+            SELECT \(Self.columns) FROM \(schema.quoted).events WHERE stream_id = ANY($1::text[]) ORDER BY global_position
+            """)
+        batchStatement = StoreStatement.Text(name: "eventcore.append_events_batch.\(name)", sql: """
+            CALL \(schema.quoted).append_events_batch($1::text[], $2::int4[], $3::text[], $4::int8[], $5::int4[], $6::uuid[],
+                $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int8[], $15::int8[],
+                $16::text[])
+            """)
     }
 
     /// Creates a store over `client` and migrates its schema.
@@ -121,7 +134,9 @@ public final class PostgresEventStore: EventStore {
 
     // MARK: Reading
 
-    private var columns: String {
+    private var columns: String { Self.columns }
+
+    private static var columns: String {
         """
         global_position, event_id, stream_id, stream_version, event_type, payload,
         correlation_id, causation_id, source_message_id, traceparent, recorded_at_us
@@ -150,10 +165,15 @@ public final class PostgresEventStore: EventStore {
         }
         let events: [StoredEvent]
         do {
-            let ids = all.map(\.rawValue)
-            events = try await fetch(
-                "SELECT \(unescaped: columns) FROM \(unescaped: schema.quoted).events WHERE stream_id = ANY(\(ids)) ORDER BY global_position"
-            )
+            var bindings = PostgresBindings()
+            bindings.append(all.map(\.rawValue))
+            let rows: [PostgresRow]
+            do {
+                rows = try await runPrepared(readStatement, bindings, retryingClosedConnection: true)
+            } catch {
+                throw Self.mapError(error, "events could not be read")
+            }
+            events = try rows.map(Self.decode)
         } catch {
             return group.map { _ in .failure(error) }
         }
@@ -231,6 +251,32 @@ public final class PostgresEventStore: EventStore {
         } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
             logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
             return try await run(query)
+        }
+    }
+
+    /// Runs the prepared statement `text` with `bindings` on a leased connection and collects its rows. The
+    /// statement is prepared once per connection, under its own name, and executed by name after that, so the
+    /// server parses and plans it once per connection instead of on every call. A read that meets a connection
+    /// the server has just closed runs once more, as in ``runReading(_:)``.
+    private func runPrepared(_ text: StoreStatement.Text, _ bindings: PostgresBindings, retryingClosedConnection: Bool) async throws -> [PostgresRow] {
+        let logger = logger
+        let attempt = { @Sendable () async throws -> [PostgresRow] in
+            try await self.client.withConnection { connection in
+                try await StoreStatement.$text.withValue(text) {
+                    var rows: [PostgresRow] = []
+                    for try await row in try await connection.execute(StoreStatement(bindings: bindings), logger: logger) {
+                        rows.append(row)
+                    }
+                    return rows
+                }
+            }
+        }
+        guard retryingClosedConnection else { return try await attempt() }
+        do {
+            return try await attempt()
+        } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
+            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
+            return try await attempt()
         }
     }
 
@@ -325,12 +371,15 @@ public final class PostgresEventStore: EventStore {
         return try await appendGroups.submit(pending, weight: pending.payloadBytes) { [self] batch in await runBatch(batch) }
     }
 
+    /// How many appends are waiting for the next batch.
+    var waitingAppends: Int { appendGroups.waiting }
+
     /// Runs `batch` as one call of `append_events_batch`; if the server refuses the batch as a whole, which rolls it
     /// back, the appends run one by one so that each gets its own answer.
     private func runBatch(_ batch: [PendingAppend]) async -> [Result<AppendResult, any Error>] {
         let row: ([Int32], Int64?, [Int32], [Int64])?
         do {
-            row = try await run(batchCall(batch)).first.map { try $0.decode(([Int32], Int64?, [Int32], [Int64]).self) }
+            row = try await runPrepared(batchStatement, batchBindings(batch), retryingClosedConnection: false).first.map { try $0.decode(([Int32], Int64?, [Int32], [Int64]).self) }
         } catch let error as PSQLError where Self.rolledBack(error) {
             logger.debug("an append batch was refused as a whole; appending one by one", metadata: ["error": "\(error.serverInfo?[.message] ?? "")"])
             var results: [Result<AppendResult, any Error>] = []
@@ -392,7 +441,8 @@ public final class PostgresEventStore: EventStore {
         return ["P0001", "23505", "40P01", "40001", "22001", "54000"].contains(error.serverInfo?[.sqlState] ?? "")
     }
 
-    private func batchCall(_ batch: [PendingAppend]) -> PostgresQuery {
+    private func batchBindings(_ batch: [PendingAppend]) -> PostgresBindings {
+        var batchStreams: [String] = [], seen = Set<StreamID>()
         var streamCounts: [Int32] = [], streams: [String] = [], expected: [Int64] = []
         var eventCounts: [Int32] = [], ids: [UUID] = [], eventStreams: [String] = [], types: [String] = []
         var payloads: [ByteBuffer] = [], correlation: [String] = [], causation: [String] = [], source: [String] = []
@@ -401,6 +451,7 @@ public final class PostgresEventStore: EventStore {
             let request = entry.request
             streamCounts.append(Int32(entry.streams.count))
             for stream in entry.streams {
+                if seen.insert(stream).inserted { batchStreams.append(stream.rawValue) }
                 streams.append(stream.rawValue)
                 expected.append(Int64(request.expectations[stream]?.exactVersion ?? -1))
             }
@@ -419,13 +470,24 @@ public final class PostgresEventStore: EventStore {
             recordedAt.append(entry.recordedAt)
             keys.append(request.idempotencyKey?.rawValue ?? "")
         }
-        return """
-            CALL \(unescaped: schema.quoted).append_events_batch(
-                \(streamCounts)::int4[], \(streams)::text[], \(expected)::int8[],
-                \(eventCounts)::int4[], \(ids)::uuid[], \(eventStreams)::text[], \(types)::text[], \(payloads)::bytea[],
-                \(correlation)::text[], \(causation)::text[], \(source)::text[], \(traceparent)::text[], \(eventRecordedAt)::int8[],
-                \(recordedAt)::int8[], \(keys)::text[])
-            """
+        var bindings = PostgresBindings()
+        bindings.append(batchStreams)
+        bindings.append(streamCounts)
+        bindings.append(streams)
+        bindings.append(expected)
+        bindings.append(eventCounts)
+        bindings.append(ids)
+        bindings.append(eventStreams)
+        bindings.append(types)
+        bindings.append(payloads)
+        bindings.append(correlation)
+        bindings.append(causation)
+        bindings.append(source)
+        bindings.append(traceparent)
+        bindings.append(eventRecordedAt)
+        bindings.append(recordedAt)
+        bindings.append(keys)
+        return bindings
     }
 
     /// One append alone, through `append_events_committed`: the path of appends a batch could not judge.
@@ -533,4 +595,28 @@ struct PendingAppend: Sendable {
     }
 
     var payloadBytes: Int { request.events.reduce(0) { $0 + $1.payload.count } }
+}
+
+/// A statement of the store run as a prepared statement. PostgresNIO names and prepares a statement from its
+/// type's static `name` and `sql`, read when the statement is executed; the store's statements depend on its
+/// schema, so each execution supplies them through the task-local ``text``.
+struct StoreStatement: PostgresPreparedStatement {
+    /// The name and text of a statement.
+    struct Text: Sendable {
+        var name: String
+        var sql: String
+    }
+
+    /// The statement being executed. Outside an execution it names a statement that fails, never a wrong one.
+    @TaskLocal static var text = Text(name: "eventcore.unset", sql: "SELECT 'no statement text was supplied'::int4")
+
+    static var name: String { text.name }
+    static var sql: String { text.sql }
+
+    typealias Row = PostgresRow
+
+    var bindings: PostgresBindings
+
+    func makeBindings() throws -> PostgresBindings { bindings }
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
 }

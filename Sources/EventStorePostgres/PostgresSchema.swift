@@ -42,7 +42,8 @@ struct PostgresSchema {
 
     /// `append_events_batch`: several appends in one transaction and one round trip, committed before the server answers.
     ///
-    /// The requests come flattened: per request its number of stream entries (`p_stream_counts`; the entries in
+    /// The requests come flattened: every stream of the batch once (`p_batch_streams`); per request its number
+    /// of stream entries (`p_stream_counts`; the entries in
     /// `p_streams`/`p_expected`, -1 for no expectation), its number of events (`p_event_counts`; the events in
     /// the event arrays), its recorded-at time and its idempotency key ('' for none). Every stream of the batch
     /// is locked first, in the same id order `append_events` uses, so batches and single appends never deadlock.
@@ -58,7 +59,7 @@ struct PostgresSchema {
     private var batchProcedure: String {
         """
         CREATE PROCEDURE \(quoted).append_events_batch(
-            p_stream_counts int4[], p_streams text[], p_expected int8[],
+            p_batch_streams text[], p_stream_counts int4[], p_streams text[], p_expected int8[],
             p_event_counts int4[], p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
             p_correlation text[], p_causation text[], p_source text[], p_traceparent text[], p_event_recorded_at_us int8[],
             p_recorded_at_us int8[], p_keys text[],
@@ -70,7 +71,6 @@ struct PostgresSchema {
             v_ids text[];
             v_start int8[];
             v_current int8[];
-            v_found int8;
             v_stream int := 1;
             v_event int := 1;
             v_total int := 0;
@@ -89,21 +89,18 @@ struct PostgresSchema {
             v_first int8;
             v_inserted int8;
         BEGIN
-            SELECT coalesce(array_agg(DISTINCT t.id), '{}') INTO v_ids FROM unnest(p_streams) AS t(id);
-            v_start := '{}';
-            IF cardinality(v_ids) > 0 THEN
-                -- As in append_events: lock in id order, create missing rows in id order.
-                SELECT count(*) INTO v_found FROM (
-                    SELECT 1 FROM \(quoted).streams s WHERE s.stream_id = ANY(v_ids) ORDER BY s.stream_id FOR UPDATE
-                ) locked;
-                IF v_found < cardinality(v_ids) THEN
-                    INSERT INTO \(quoted).streams AS s (stream_id, version)
-                        SELECT t.id, 0 FROM unnest(v_ids) AS t(id) ORDER BY t.id
-                        ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
-                END IF;
-                SELECT array_agg(coalesce(s.version, 0) ORDER BY t.ord) INTO v_start
-                    FROM unnest(v_ids) WITH ORDINALITY AS t(id, ord)
-                    LEFT JOIN \(quoted).streams s ON s.stream_id = t.id;
+            -- As in append_events: lock in id order, create missing rows in id order. One statement in the common
+            -- case, where every stream has its row: the locked rows' ids and versions.
+            SELECT coalesce(array_agg(l.stream_id), '{}'), coalesce(array_agg(l.version), '{}') INTO v_ids, v_start FROM (
+                SELECT s.stream_id, s.version FROM \(quoted).streams s WHERE s.stream_id = ANY(p_batch_streams)
+                ORDER BY s.stream_id FOR UPDATE
+            ) l;
+            IF cardinality(v_ids) < cardinality(p_batch_streams) THEN
+                INSERT INTO \(quoted).streams AS s (stream_id, version)
+                    SELECT t.id, 0 FROM unnest(p_batch_streams) AS t(id) ORDER BY t.id
+                    ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                SELECT coalesce(array_agg(t.id), '{}'), coalesce(array_agg(s.version), '{}') INTO v_ids, v_start
+                    FROM unnest(p_batch_streams) AS t(id) JOIN \(quoted).streams s ON s.stream_id = t.id;
             END IF;
             v_current := v_start;
             o_outcomes := '{}';
@@ -160,8 +157,9 @@ struct PostgresSchema {
                 BEGIN
                     SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
                     v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
-                    PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4);
-                    PERFORM nextval('\(quoted).global_positions') FROM generate_series(1, v_total);
+                    -- Under the lock nobody else moves the sequence: setval takes the whole block at once.
+                    PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4),
+                            setval('\(quoted).global_positions', v_first + v_total - 1, true);
                 EXCEPTION WHEN OTHERS THEN
                     PERFORM pg_advisory_unlock(\(positionLockKey));
                     RAISE;

@@ -44,6 +44,9 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         self.maximumWeight = maximumWeight
     }
 
+    /// How many calls are waiting for a group.
+    var waiting: Int { queue.withLock { $0.pending.count } }
+
     /// Sends `request` in a group and returns its response. `run` answers a whole group, one result per request
     /// in order; whoever runs a group uses its own `run`, so every caller must pass an equivalent one.
     func submit(
