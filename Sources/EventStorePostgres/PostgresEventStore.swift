@@ -29,16 +29,23 @@ public final class PostgresEventStore: EventStore {
         /// own. Appends (reads) that arrive meanwhile wait and then go together, in one round trip: group commit.
         /// Values below 1 count as 1.
         public var concurrentRoundTrips: Int
+        /// How long an append or read may wait for the server's answer before it fails with a retryable
+        /// ``EventStoreError/Code/storeUnavailable`` (an append that timed out may still commit; its idempotency
+        /// key tells on a retry). Without it, an answer lost with a broken connection would hold up every append
+        /// grouped behind it. Nil waits for ever.
+        public var roundTripTimeLimit: Duration?
 
-        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, one append and one read in flight.
+        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, one append and one read in
+        /// flight, 30 s for an answer.
         public init(
             schema: String = "eventcore", maximumPayloadBytes: Int = 1 << 20, now: @escaping @Sendable () -> Date = { Date() },
-            concurrentRoundTrips: Int = 1
+            concurrentRoundTrips: Int = 1, roundTripTimeLimit: Duration? = .seconds(30)
         ) {
             self.schema = schema
             self.maximumPayloadBytes = maximumPayloadBytes
             self.now = now
             self.concurrentRoundTrips = concurrentRoundTrips
+            self.roundTripTimeLimit = roundTripTimeLimit
         }
     }
 
@@ -76,8 +83,13 @@ public final class PostgresEventStore: EventStore {
         self.logger = logger
         self.schema = PostgresSchema(name: name)
         let slots = max(1, configuration.concurrentRoundTrips)
-        appendGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 4 << 20)
-        readGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 1024)
+        let limit = configuration.roundTripTimeLimit
+        appendGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 4 << 20, timeLimit: limit) {
+            EventStoreError(.storeUnavailable, "the database did not answer an append within \(limit ?? .zero); it may still commit, and a retry with the same idempotency key tells")
+        }
+        readGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 1024, timeLimit: limit) {
+            EventStoreError(.storeUnavailable, "the database did not answer a read within \(limit ?? .zero)")
+        }
         // Statement names carry the schema name: one client may serve stores in several schemas.
         readStatement = StoreStatement.Text(name: "eventcore.read_streams.\(name)", sql: """
             SELECT \(Self.columns) FROM \(schema.quoted).events WHERE stream_id = ANY($1::text[]) ORDER BY global_position

@@ -33,15 +33,24 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
     private let concurrency: Int
     private let maximumCount: Int
     private let maximumWeight: Int
+    private let timeLimit: Duration?
+    private let abandoned: @Sendable () -> any Error
 
     /// - Parameters:
     ///   - concurrency: how many groups may be in flight at once.
     ///   - maximumCount: the most calls in one group.
     ///   - maximumWeight: a group stops growing once the weights of its calls reach this (one call may exceed it).
-    init(concurrency: Int, maximumCount: Int, maximumWeight: Int) {
+    ///   - timeLimit: how long a group may take before its calls are answered with `abandoned()` and its slot
+    ///     goes to the next group; nil waits for ever. A round trip whose answer is lost (a connection that
+    ///     died without the client noticing) must not stop every later call behind it.
+    ///   - abandoned: the error of the calls of a group that outlasted `timeLimit`.
+    init(concurrency: Int, maximumCount: Int, maximumWeight: Int, timeLimit: Duration? = nil,
+         abandoned: @escaping @Sendable () -> any Error = { EventStoreError(.storeFailure, "a round trip to the store took too long") }) {
         self.concurrency = max(1, concurrency)
         self.maximumCount = max(1, maximumCount)
         self.maximumWeight = maximumWeight
+        self.timeLimit = timeLimit
+        self.abandoned = abandoned
     }
 
     /// How many calls are waiting for a group.
@@ -74,7 +83,9 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         }
         let requests = group.map(\.request)
         let results: [Result<Response, any Error>]
-        if group.count == 1 {
+        if let timeLimit {
+            results = await Self.within(timeLimit, run: { await run(requests) }) ?? requests.map { _ in .failure(abandoned()) }
+        } else if group.count == 1 {
             results = await run(requests)
         } else {
             // A task of its own, so that cancelling this caller cannot fail the others' calls.
@@ -89,6 +100,23 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         }
         guard let own = results.first else { throw Self.missing }
         return try own.get()
+    }
+
+    /// Runs `work` in a task of its own (so that cancelling the caller cannot fail the others' calls) and returns
+    /// its answer, or nil once `limit` has passed without one; the work then goes on unobserved.
+    private static func within(_ limit: Duration, run work: @escaping @Sendable () async -> [Result<Response, any Error>]) async -> [Result<Response, any Error>]? {
+        let answer = FirstAnswer()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<[Result<Response, any Error>]?, Never>) in
+            let timer = Task {
+                do { try await Task.sleep(for: limit) } catch { return }
+                if answer.claim() { continuation.resume(returning: nil) }
+            }
+            Task {
+                let results = await work()
+                timer.cancel()
+                if answer.claim() { continuation.resume(returning: results) }
+            }
+        }
     }
 
     /// The error of a call its group's runner left unanswered (a programming error).
@@ -118,5 +146,17 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         let group = Array(queue.pending.prefix(count))
         queue.pending.removeFirst(count)
         return group
+    }
+}
+
+/// Which of two racing tasks answers: the first to claim.
+private final class FirstAnswer: Sendable {
+    private let claimed = Mutex(false)
+
+    func claim() -> Bool {
+        claimed.withLock { claimed in
+            defer { claimed = true }
+            return !claimed
+        }
     }
 }
