@@ -33,9 +33,10 @@ struct PostgresStoreTests {
     }
 
     @Test("schema names outside the accepted form are refused", arguments: ["", "Upper", "1abc", "a-b", "a;drop", String(repeating: "a", count: 64)])
-    func schemaNames(_ name: String) {
+    func schemaNames(_ name: String) async {
+        let client = await TestDatabase.client
         #expect(throws: EventStoreError.self) {
-            try PostgresEventStore(client: TestDatabase.client, configuration: .init(schema: name))
+            try PostgresEventStore(client: client, configuration: .init(schema: name))
         }
     }
 
