@@ -226,7 +226,7 @@ struct BenchCommand: AsyncParsableCommand {
         return (url, {
             guard let configuration = try? PostgresURL.clientConfiguration(base) else { return }
             let client = PostgresClient(configuration: configuration)
-            let running = await client.startRunning()
+            let running = Task { await client.run() }
             _ = try? await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(name)\" CASCADE"))
             running.cancel()
         })

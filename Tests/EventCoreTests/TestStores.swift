@@ -29,18 +29,11 @@ enum TestDatabase {
     }
 
     /// One pool for the whole test process, running until the process ends.
-    private static let pool: (client: PostgresClient, running: Task<Void, Never>) = {
+    static let client: PostgresClient = {
         let client = PostgresClient(configuration: clientConfiguration(), backgroundLogger: Logger(label: "tests.postgres"))
-        return (client, Task { _ = await client.startRunning() })
+        Task.detached { await client.run() }
+        return client
     }()
-
-    /// The pool, once it runs (a connection is never leased before).
-    static var client: PostgresClient {
-        get async {
-            await pool.running.value
-            return pool.client
-        }
-    }
 
     /// A fresh schema name, unique across parallel tests and processes.
     static func uniqueSchema(_ prefix: String = "t") -> String {
@@ -50,7 +43,7 @@ enum TestDatabase {
     /// A migrated store in a fresh schema.
     static func makeStore(maximumPayloadBytes: Int = 1 << 20, schema: String = uniqueSchema()) async throws -> PostgresEventStore {
         try await PostgresEventStore.start(
-            client: await client,
+            client: client,
             configuration: PostgresEventStore.Configuration(schema: schema, maximumPayloadBytes: maximumPayloadBytes)
         )
     }
