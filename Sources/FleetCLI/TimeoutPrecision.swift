@@ -100,9 +100,7 @@ enum TimeoutPrecision {
             properties.messageID = "timeout-\(index)"
             properties.type = "ProcessTimeoutDue"
             properties.headers = [Envelope.Header.dueAt: .int64(dueMilliseconds), strategyHeader: .string(plain ? "plain" : "fleet")]
-            if !plain && seconds > 0 {
-                properties.headers?[Envelope.Header.delayedAt] = .int64(Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))
-            }
+            if !plain && seconds > 0 { HopCost.stamp(&properties.headers, sentAt: now) }
             return AMQPMessage(body: Data(#"{"timeout":"bench"}"#.utf8), exchange: address.0, routingKey: address.1, properties: properties)
         }
 
@@ -137,7 +135,7 @@ enum TimeoutPrecision {
                             if handled() { try await consumer.cancel() }
                         case .hold(let seconds):
                             holds.addTask {
-                                try? await Task.sleep(for: .milliseconds(Int64((seconds * 1000).rounded(.up)) + 1))
+                                try? await Task.sleep(for: DelayTiming.holdDuration(seconds))
                                 let lateness = Date().timeIntervalSince1970 * 1000 - Double(due)
                                 let all = state.withLock { state in
                                     state.held -= 1

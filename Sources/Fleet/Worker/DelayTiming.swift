@@ -82,6 +82,12 @@ public struct DelayTiming: Sendable, Equatable {
         if remaining <= 0 { return .due }
         return remaining <= holdWindow ? .hold(remaining) : .tooEarly
     }
+
+    /// How long to sleep while holding a message `seconds` before its due time: a millisecond more, because the
+    /// due time is kept in whole milliseconds, rounded up.
+    public static func holdDuration(_ seconds: TimeInterval) -> Duration {
+        .milliseconds(Int64((seconds * 1000).rounded(.up)) + 1)
+    }
 }
 
 /// What a hop through the delay levels costs lately, learnt from the messages that come out of them.
@@ -112,10 +118,17 @@ public final class HopCost: Sendable {
     }
 
     /// Learns from a delivery that came out of `levels`: its routing key spells the delay, its
-    /// `x-fleet-delayed-at` header says when it was sent. Deliveries without them teach nothing.
+    /// `x-fleet-delayed-at` header (``stamp(_:sentAt:)``) says when it was sent. Deliveries without them teach
+    /// nothing.
     public func observe(routingKey: String, headers: AMQPTable?, levels: DelayLevels, now: Date) {
         guard let sent = headers?[Envelope.Header.delayedAt]?.intValue,
               let seconds = levels.delaySeconds(routingKey: routingKey) else { return }
-        observe(delayedAt: Date(timeIntervalSince1970: Double(sent) / 1000), delaySeconds: seconds, hops: seconds.nonzeroBitCount, now: now)
+        observe(delayedAt: Date(timeIntervalSince1970: Double(sent) / 1000), delaySeconds: seconds,
+                hops: levels.hops(delaySeconds: seconds), now: now)
+    }
+
+    /// Stamps a message sent to the delay levels at `now` with `x-fleet-delayed-at`, in whole milliseconds.
+    public static func stamp(_ headers: inout AMQPTable?, sentAt now: Date) {
+        headers = (headers ?? [:]).merging([Envelope.Header.delayedAt: .int64(Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))]) { $1 }
     }
 }

@@ -227,8 +227,7 @@ public final class Worker: Sendable {
         }
         let remaining = Double(due) / 1000 - now.timeIntervalSince1970
         guard case .hold(let seconds) = delayTiming.arrival(remaining: remaining) else { return nil }
-        // A millisecond more: the due time is kept in whole milliseconds, rounded up.
-        return .milliseconds(Int64((seconds * 1000).rounded(.up)) + 1)
+        return DelayTiming.holdDuration(seconds)
     }
 
     /// Settles a delivery once: the handling of a message and the watchdog that gives up on it race for it.
@@ -370,9 +369,7 @@ public final class Worker: Sendable {
                                                 atLeastOneSecond: atLeastOneSecond, hopCost: hopCost.seconds)
         let address = levels.address(delaySeconds: seconds, destination: delayed.destination ?? topology.fleet.timeoutsQueue)
         var properties = envelope.properties
-        if seconds > 0 {
-            properties.headers = (properties.headers ?? [:]).merging([Envelope.Header.delayedAt: .int64(Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))]) { $1 }
-        }
+        if seconds > 0 { HopCost.stamp(&properties.headers, sentAt: now) }
         return AMQPMessage(body: envelope.body, exchange: address.exchange, routingKey: address.routingKey,
                            properties: properties, mandatory: true)
     }
