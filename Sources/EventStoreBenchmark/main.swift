@@ -64,7 +64,7 @@ enum Database {
     /// whose server went away meanwhile may take long to wind down, and the caller is about to exit anyway.
     static func withClient<T: Sendable>(connections: Int, _ body: @Sendable @escaping (PostgresClient) async throws -> T) async throws -> T {
         let client = PostgresClient(configuration: configuration(connections: connections), backgroundLogger: Logger(label: "benchmark.postgres"))
-        let running = Task { await client.run() }
+        let running = await client.startRunning()
         defer { running.cancel() }
         return try await body(client)
     }

@@ -38,6 +38,8 @@ public final class PostgresEventStore: EventStore {
     public let client: PostgresClient
     private let logger: Logger
     let schema: PostgresSchema
+    /// Every round trip goes through it, so none can wait for ever on a connection that died.
+    private let roundTrips: ConnectionRoundTrip
 
     /// Creates a store over `client`; call ``migrate()`` (or use ``start(client:configuration:logger:)``) before use.
     ///
@@ -54,6 +56,7 @@ public final class PostgresEventStore: EventStore {
             throw EventStoreError(.invalidConfiguration, "the payload limit must be positive")
         }
         self.client = client
+        self.roundTrips = ConnectionRoundTrip(client: client)
         self.configuration = configuration
         self.logger = logger
         self.schema = PostgresSchema(name: name)
@@ -74,7 +77,7 @@ public final class PostgresEventStore: EventStore {
         let lockKey = schema.positionLockKey ^ 0x5eed
         let logger = logger
         do {
-            try await client.withTransaction(logger: logger) { connection in
+            try await roundTrips.run { connection in try await connection.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(quoted)"), logger: logger)
                 try await connection.query(PostgresQuery(unsafeSQL: """
@@ -90,7 +93,7 @@ public final class PostgresEventStore: EventStore {
                     }
                     try await connection.query(PostgresQuery(unsafeSQL: "INSERT INTO \(quoted).schema_migrations (version) VALUES ($1)", binds: Self.binds(Int32(index + 1))), logger: logger)
                 }
-            }
+            } }
         } catch {
             throw Self.mapError(error, "the schema could not be migrated")
         }
@@ -191,6 +194,9 @@ public final class PostgresEventStore: EventStore {
         } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
             logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
             return try await run(query)
+        } catch let error as ConnectionRoundTrip.ConnectionLost {
+            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error)"])
+            return try await run(query)
         }
     }
 
@@ -198,7 +204,7 @@ public final class PostgresEventStore: EventStore {
     /// the row sequence, so a statement that fails on the server always gives its connection back to the pool.
     private func run(_ query: PostgresQuery) async throws -> [PostgresRow] {
         let logger = logger
-        return try await client.withConnection { connection in
+        return try await roundTrips.run { connection in
             try await connection.query(query, logger: logger).collect()
         }
     }
@@ -324,6 +330,9 @@ public final class PostgresEventStore: EventStore {
 
     static func mapError(_ error: any Error, _ message: String) -> EventStoreError {
         if let error = error as? EventStoreError { return error }
+        if error is ConnectionRoundTrip.ConnectionLost {
+            return EventStoreError(.storeUnavailable, "\(message) (the connection to the database was lost)", underlying: error)
+        }
         if let transactionError = error as? PostgresTransactionError {
             if let cause = transactionError.closureError ?? transactionError.beginError ?? transactionError.commitError {
                 return mapError(cause, message)

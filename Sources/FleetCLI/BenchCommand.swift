@@ -226,7 +226,7 @@ struct BenchCommand: AsyncParsableCommand {
         return (url, {
             guard let configuration = try? PostgresURL.clientConfiguration(base) else { return }
             let client = PostgresClient(configuration: configuration)
-            let running = Task { await client.run() }
+            let running = await client.startRunning()
             _ = try? await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(name)\" CASCADE"))
             running.cancel()
         })
@@ -237,7 +237,7 @@ struct BenchCommand: AsyncParsableCommand {
     func measureStoreCeiling(kind: String, storeURL: String, concurrency: Int) async throws -> Double {
         if kind == "postgres" {
             let client = PostgresClient(configuration: try PostgresURL.clientConfiguration(postgresURL))
-            let running = Task { await client.run() }
+            let running = await client.startRunning()
             defer { running.cancel() }
             return try await PgBench.twoInsertTransactions(client: client, url: postgresURL, concurrency: min(concurrency, 32), seconds: 5, expectedRate: 2000)
         }

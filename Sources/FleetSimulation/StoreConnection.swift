@@ -26,14 +26,8 @@ public struct StoreConnection: Sendable {
             // where the pool would retry it in the background.
             try await PostgresURL.checkConnection(components?.string ?? url, logger: logger)
             let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
-            // The pool's run task is under way before the store leases its first connection (a lease before
-            // that only waits, but postgres-nio warns about it).
-            let (started, starting) = AsyncStream.makeStream(of: Void.self)
-            let running = Task {
-                starting.finish()
-                await client.run()
-            }
-            for await _ in started {}
+            // The pool's run task is under way before the store leases its first connection.
+            let running = await client.startRunning()
             do {
                 let store = try await PostgresEventStore.start(
                     client: client, configuration: .init(schema: schema, maximumPayloadBytes: maximumPayloadBytes), logger: logger)

@@ -29,11 +29,18 @@ enum TestDatabase {
     }
 
     /// One pool for the whole test process, running until the process ends.
-    static let client: PostgresClient = {
+    private static let pool: (client: PostgresClient, running: Task<Void, Never>) = {
         let client = PostgresClient(configuration: clientConfiguration(), backgroundLogger: Logger(label: "tests.postgres"))
-        Task.detached { await client.run() }
-        return client
+        return (client, Task { _ = await client.startRunning() })
     }()
+
+    /// The pool, once it runs (a connection is never leased before).
+    static var client: PostgresClient {
+        get async {
+            await pool.running.value
+            return pool.client
+        }
+    }
 
     /// A fresh schema name, unique across parallel tests and processes.
     static func uniqueSchema(_ prefix: String = "t") -> String {
@@ -43,7 +50,7 @@ enum TestDatabase {
     /// A migrated store in a fresh schema.
     static func makeStore(maximumPayloadBytes: Int = 1 << 20, schema: String = uniqueSchema()) async throws -> PostgresEventStore {
         try await PostgresEventStore.start(
-            client: client,
+            client: await client,
             configuration: PostgresEventStore.Configuration(schema: schema, maximumPayloadBytes: maximumPayloadBytes)
         )
     }

@@ -21,11 +21,18 @@ enum TestDatabase {
     }
 
     /// One pool for the whole test process.
-    static let client: PostgresClient = {
+    private static let pool: (client: PostgresClient, running: Task<Void, Never>) = {
         let client = PostgresClient(configuration: clientConfiguration(), backgroundLogger: Logger(label: "tests.processes.postgres"))
-        Task.detached { await client.run() }
-        return client
+        return (client, Task { _ = await client.startRunning() })
     }()
+
+    /// The pool, once it runs (a connection is never leased before).
+    static var client: PostgresClient {
+        get async {
+            await pool.running.value
+            return pool.client
+        }
+    }
 
     static func uniqueSchema() -> String {
         "p_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20))"
@@ -33,7 +40,7 @@ enum TestDatabase {
 
     /// Runs `body` with a store in a fresh schema and drops the schema afterwards.
     static func withStore<T>(_ body: (PostgresEventStore) async throws -> T) async throws -> T {
-        let store = try await PostgresEventStore.start(client: client, configuration: PostgresEventStore.Configuration(schema: uniqueSchema()))
+        let store = try await PostgresEventStore.start(client: await client, configuration: PostgresEventStore.Configuration(schema: uniqueSchema()))
         do {
             let value = try await body(store)
             await drop(store)
