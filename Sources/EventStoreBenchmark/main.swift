@@ -3,6 +3,7 @@
 // two-insert transaction at the same concurrency in the same run.
 //
 //   EventStoreBenchmark [bench] [--stores memory,sqlite,postgres] [--seconds 3] [--concurrency 1,4,16] [--accounts 5000]
+//       [--round-trips N]   (PostgreSQL: appends and reads in flight at once before they are grouped; default 2)
 //   EventStoreBenchmark transfer-worker --store sqlite|postgres --target PATH|SCHEMA --accounts N --commands N
 //       --tasks N --seed N      (runs transfers against an existing store and prints its statistics as JSON)
 //
@@ -148,7 +149,9 @@ func bench(_ options: Options) async throws {
             case "postgres":
                 let (rate, conflicts, tps) = try await Database.withClient(connections: max(level, 2)) { client in
                     let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
-                    let store = try await PostgresEventStore.start(client: client, configuration: PostgresEventStore.Configuration(schema: schema))
+                    var configuration = PostgresEventStore.Configuration(schema: schema)
+                    if let roundTrips = options.values["round-trips"].flatMap(Int.init) { configuration.concurrentRoundTrips = roundTrips }
+                    let store = try await PostgresEventStore.start(client: client, configuration: configuration)
                     let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds)
                     try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"))
                     let tps = try await PgBench.twoInsertTransactions(client: client, url: Database.url, concurrency: level, seconds: seconds, expectedRate: rate)

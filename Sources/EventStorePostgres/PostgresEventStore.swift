@@ -2,15 +2,17 @@ import EventCore
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// The event store shared by a fleet: PostgreSQL through a `PostgresClient` connection pool.
 ///
 /// Everything lives in one schema (``Configuration/schema``), created and migrated by ``migrate()``, which
-/// ``start(client:configuration:logger:)`` runs. An append is one call of a server-side function, so it costs
+/// ``start(client:configuration:logger:)`` runs. An append is one call of a server-side procedure, so it costs
 /// one round trip and commits atomically: stream rows are locked in id order (no deadlocks between appends),
 /// every expected version is checked under those locks, events are inserted, and the idempotency key is
-/// recorded, or nothing is. Global reads are commit-safe (see `PostgresSchema`). All values are bound
-/// parameters; only the validated schema name is part of the SQL text.
+/// recorded, or nothing is. Appends made while others are in flight share one call and one transaction (group
+/// commit), each with its own verdict; reads made meanwhile share one query. Global reads are commit-safe (see
+/// `PostgresSchema`). All values are bound parameters; only the validated schema name is part of the SQL text.
 ///
 /// The caller owns the client and must keep `client.run()` running while the store is used.
 public final class PostgresEventStore: EventStore {
@@ -23,12 +25,27 @@ public final class PostgresEventStore: EventStore {
         public var maximumPayloadBytes: Int
         /// The source of recorded-at times.
         public var now: @Sendable () -> Date
+        /// How many appends, and separately how many reads, may be in flight at once, each on a connection of its
+        /// own. Appends (reads) that arrive meanwhile wait and then go together, in one round trip: group commit.
+        /// Values below 1 count as 1.
+        public var concurrentRoundTrips: Int
+        /// How long an append or read may wait for the server's answer before it fails with a retryable
+        /// ``EventStoreError/Code/storeUnavailable`` (an append that timed out may still commit; its idempotency
+        /// key tells on a retry). Without it, an answer lost with a broken connection would hold up every append
+        /// grouped behind it. Nil waits for ever.
+        public var roundTripTimeLimit: Duration?
 
-        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock.
-        public init(schema: String = "eventcore", maximumPayloadBytes: Int = 1 << 20, now: @escaping @Sendable () -> Date = { Date() }) {
+        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, one append and one read in
+        /// flight, 30 s for an answer.
+        public init(
+            schema: String = "eventcore", maximumPayloadBytes: Int = 1 << 20, now: @escaping @Sendable () -> Date = { Date() },
+            concurrentRoundTrips: Int = 1, roundTripTimeLimit: Duration? = .seconds(30)
+        ) {
             self.schema = schema
             self.maximumPayloadBytes = maximumPayloadBytes
             self.now = now
+            self.concurrentRoundTrips = concurrentRoundTrips
+            self.roundTripTimeLimit = roundTripTimeLimit
         }
     }
 
@@ -40,6 +57,14 @@ public final class PostgresEventStore: EventStore {
     let schema: PostgresSchema
     /// Every round trip goes through it, so none can wait for ever on a connection that died.
     private let roundTrips: ConnectionRoundTrip
+    /// Group commit: appends that wait for a free slot go together, as one call of `append_events_batch`.
+    private let appendGroups: RoundTripGroup<PendingAppend, AppendResult>
+    /// Group reads: reads that wait for a free slot go together, as one query over all their streams.
+    private let readGroups: RoundTripGroup<[StreamID], StreamsSnapshot>
+    /// The read of whole streams, prepared once per connection.
+    private let readStatement: StoreStatement.Text
+    /// The call of `append_events_batch`, prepared once per connection.
+    private let batchStatement: StoreStatement.Text
 
     /// Creates a store over `client`; call ``migrate()`` (or use ``start(client:configuration:logger:)``) before use.
     ///
@@ -60,6 +85,23 @@ public final class PostgresEventStore: EventStore {
         self.configuration = configuration
         self.logger = logger
         self.schema = PostgresSchema(name: name)
+        let slots = max(1, configuration.concurrentRoundTrips)
+        let limit = configuration.roundTripTimeLimit
+        appendGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 4 << 20, timeLimit: limit) {
+            EventStoreError(.storeUnavailable, "the database did not answer an append within \(limit ?? .zero); it may still commit, and a retry with the same idempotency key tells")
+        }
+        readGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 1024, timeLimit: limit) {
+            EventStoreError(.storeUnavailable, "the database did not answer a read within \(limit ?? .zero)")
+        }
+        // Statement names carry the schema name: one client may serve stores in several schemas.
+        readStatement = StoreStatement.Text(name: "eventcore.read_streams.\(name)", sql: """
+            SELECT \(Self.columns) FROM \(schema.quoted).events WHERE stream_id = ANY($1::text[]) ORDER BY global_position
+            """)
+        batchStatement = StoreStatement.Text(name: "eventcore.append_events_batch.\(name)", sql: """
+            CALL \(schema.quoted).append_events_batch($1::text[], $2::int4[], $3::text[], $4::int8[], $5::int4[], $6::uuid[],
+                $7::text[], $8::text[], $9::bytea[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int8[], $15::int8[],
+                $16::text[])
+            """)
     }
 
     /// Creates a store over `client` and migrates its schema.
@@ -107,7 +149,9 @@ public final class PostgresEventStore: EventStore {
 
     // MARK: Reading
 
-    private var columns: String {
+    private var columns: String { Self.columns }
+
+    private static var columns: String {
         """
         global_position, event_id, stream_id, stream_version, event_type, payload,
         correlation_id, causation_id, source_message_id, traceparent, recorded_at_us
@@ -115,17 +159,45 @@ public final class PostgresEventStore: EventStore {
     }
 
     /// See ``EventStore/read(_:)``.
+    ///
+    /// Reads that arrive while ``Configuration/concurrentRoundTrips`` reads are in flight go together, as one
+    /// query over all their streams, each answered from that query's snapshot.
     public func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {
         var unique: [StreamID] = []
         for stream in streams where !unique.contains(stream) { unique.append(stream) }
         guard !unique.isEmpty else { return StreamsSnapshot(events: [], versions: [:]) }
-        let ids = unique.map(\.rawValue)
-        let events = try await fetch(
-            "SELECT \(unescaped: columns) FROM \(unescaped: schema.quoted).events WHERE stream_id = ANY(\(ids)) ORDER BY global_position"
-        )
-        var versions = Dictionary(uniqueKeysWithValues: unique.map { ($0, 0) })
-        for event in events { versions[event.streamID] = event.streamVersion }
-        return StreamsSnapshot(events: events, versions: versions)
+        return try await readGroups.submit(unique, weight: unique.count) { [self] group in await readGroup(group) }
+    }
+
+    /// Reads the streams of every request in `group` in one query and gives each request its own snapshot.
+    private func readGroup(_ group: [[StreamID]]) async -> [Result<StreamsSnapshot, any Error>] {
+        var all: [StreamID] = []
+        if group.count == 1 {
+            all = group[0]
+        } else {
+            var seen = Set<StreamID>()
+            for streams in group { for stream in streams where seen.insert(stream).inserted { all.append(stream) } }
+        }
+        let events: [StoredEvent]
+        do {
+            var bindings = PostgresBindings()
+            bindings.append(all.map(\.rawValue))
+            let rows: [PostgresRow]
+            do {
+                rows = try await runPrepared(readStatement, bindings, retryingClosedConnection: true)
+            } catch {
+                throw Self.mapError(error, "events could not be read")
+            }
+            events = try rows.map(Self.decode)
+        } catch {
+            return group.map { _ in .failure(error) }
+        }
+        return group.map { streams in
+            var versions = Dictionary(uniqueKeysWithValues: streams.map { ($0, 0) })
+            let mine = group.count == 1 ? events : events.filter { versions[$0.streamID] != nil }
+            for event in mine { versions[event.streamID] = event.streamVersion }
+            return .success(StreamsSnapshot(events: mine, versions: versions))
+        }
     }
 
     /// See ``EventStore/readAll(after:limit:)``.
@@ -197,6 +269,35 @@ public final class PostgresEventStore: EventStore {
         } catch let error as ConnectionRoundTrip.ConnectionLost {
             logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error)"])
             return try await run(query)
+        }
+    }
+
+    /// Runs the prepared statement `text` with `bindings` on a leased connection and collects its rows. The
+    /// statement is prepared once per connection, under its own name, and executed by name after that, so the
+    /// server parses and plans it once per connection instead of on every call. A read that meets a connection
+    /// the server has just closed runs once more, as in ``runReading(_:)``.
+    private func runPrepared(_ text: StoreStatement.Text, _ bindings: PostgresBindings, retryingClosedConnection: Bool) async throws -> [PostgresRow] {
+        let logger = logger
+        let attempt = { @Sendable () async throws -> [PostgresRow] in
+            try await self.roundTrips.run { connection in
+                try await StoreStatement.$text.withValue(text) {
+                    var rows: [PostgresRow] = []
+                    for try await row in try await connection.execute(StoreStatement(bindings: bindings), logger: logger) {
+                        rows.append(row)
+                    }
+                    return rows
+                }
+            }
+        }
+        guard retryingClosedConnection else { return try await attempt() }
+        do {
+            return try await attempt()
+        } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
+            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
+            return try await attempt()
+        } catch let error as ConnectionRoundTrip.ConnectionLost {
+            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error)"])
+            return try await attempt()
         }
     }
 
@@ -280,9 +381,138 @@ public final class PostgresEventStore: EventStore {
     }
 
     /// See ``EventStore/append(_:)``.
+    ///
+    /// Group commit: an append that arrives while ``Configuration/concurrentRoundTrips`` batches are in flight
+    /// waits and goes with the appends that gathered meanwhile, as one call of `append_events_batch` (one round trip,
+    /// one transaction, one WAL flush). Each append still gets its own verdict; an append that finds a free slot
+    /// goes at once, so a lone append never waits for company.
     public func append(_ request: AppendRequest) async throws -> AppendResult {
         try request.validate(maximumPayloadBytes: configuration.maximumPayloadBytes)
-        let recordedAt = RecordedTime.microseconds(configuration.now())
+        let pending = PendingAppend(request: request, recordedAt: RecordedTime.microseconds(configuration.now()))
+        return try await appendGroups.submit(pending, weight: pending.payloadBytes) { [self] batch in await runBatch(batch) }
+    }
+
+    /// How many appends are waiting for the next batch.
+    var waitingAppends: Int { appendGroups.waiting }
+
+    /// Runs `batch` as one call of `append_events_batch`; if the server refuses the batch as a whole, which rolls it
+    /// back, the appends run one by one so that each gets its own answer.
+    private func runBatch(_ batch: [PendingAppend]) async -> [Result<AppendResult, any Error>] {
+        let row: ([Int32], Int64?, [Int32], [Int64])?
+        do {
+            row = try await runPrepared(batchStatement, batchBindings(batch), retryingClosedConnection: false).first.map { try $0.decode(([Int32], Int64?, [Int32], [Int64]).self) }
+        } catch let error as PSQLError where Self.rolledBack(error) {
+            logger.debug("an append batch was refused as a whole; appending one by one", metadata: ["error": "\(error.serverInfo?[.message] ?? "")"])
+            var results: [Result<AppendResult, any Error>] = []
+            for entry in batch {
+                do {
+                    results.append(.success(try await appendAlone(entry.request, recordedAt: entry.recordedAt)))
+                } catch {
+                    results.append(.failure(error))
+                }
+            }
+            return results
+        } catch {
+            let mapped = Self.mapError(error, "the append failed; nothing was written unless the connection broke during commit")
+            return batch.map { _ in .failure(mapped) }
+        }
+        guard let (outcomes, first, offsets, versions) = row, outcomes.count == batch.count, offsets.count == batch.count,
+              versions.count == batch.reduce(0, { $0 + $1.streams.count })
+        else {
+            let failure = EventStoreError(.storeFailure, "the append batch returned no usable answer; its appends may have committed")
+            return batch.map { _ in .failure(failure) }
+        }
+        var results: [Result<AppendResult, any Error>] = []
+        results.reserveCapacity(batch.count)
+        var versionIndex = 0
+        for (index, entry) in batch.enumerated() {
+            let streams = entry.streams
+            let before = versions[versionIndex..<(versionIndex + streams.count)].map(Int.init)
+            versionIndex += streams.count
+            switch outcomes[index] {
+            case 0:
+                results.append(.success(Self.committed(
+                    entry.request, streams: streams, versionsBefore: before,
+                    firstPosition: Int(first ?? 0) + Int(offsets[index]), recordedAt: entry.recordedAt
+                )))
+            case 1:
+                do {
+                    guard let key = entry.request.idempotencyKey, let recorded = try await appendResult(forIdempotencyKey: key) else {
+                        throw EventStoreError(.storeFailure, "a duplicate idempotency key was reported but its record cannot be found")
+                    }
+                    results.append(.success(recorded))
+                } catch {
+                    results.append(.failure(error))
+                }
+            default:
+                let actual = Dictionary(uniqueKeysWithValues: zip(streams, before))
+                results.append(.failure(entry.request.conflict(actualVersions: actual)
+                    ?? EventStoreError(.versionConflict, "the store reported a version conflict")))
+            }
+        }
+        return results
+    }
+
+    /// Whether a server error means the whole batch rolled back before its commit, so that running its appends
+    /// again, one by one, cannot write anything twice: the errors the append raises itself, a stored event id
+    /// or stream version, a deadlock, a value too large. Anything else (a lost connection, a cancelled or
+    /// terminated backend, which can happen after the commit) is reported as it is.
+    private static func rolledBack(_ error: PSQLError) -> Bool {
+        guard error.code == .server, error.serverInfo?[.severity] == "ERROR" else { return false }
+        return ["P0001", "23505", "40P01", "40001", "22001", "54000"].contains(error.serverInfo?[.sqlState] ?? "")
+    }
+
+    private func batchBindings(_ batch: [PendingAppend]) -> PostgresBindings {
+        var batchStreams: [String] = [], seen = Set<StreamID>()
+        var streamCounts: [Int32] = [], streams: [String] = [], expected: [Int64] = []
+        var eventCounts: [Int32] = [], ids: [UUID] = [], eventStreams: [String] = [], types: [String] = []
+        var payloads: [ByteBuffer] = [], correlation: [String] = [], causation: [String] = [], source: [String] = []
+        var traceparent: [String] = [], eventRecordedAt: [Int64] = [], recordedAt: [Int64] = [], keys: [String] = []
+        for entry in batch {
+            let request = entry.request
+            streamCounts.append(Int32(entry.streams.count))
+            for stream in entry.streams {
+                if seen.insert(stream).inserted { batchStreams.append(stream.rawValue) }
+                streams.append(stream.rawValue)
+                expected.append(Int64(request.expectations[stream]?.exactVersion ?? -1))
+            }
+            eventCounts.append(Int32(request.events.count))
+            for event in request.events {
+                ids.append(event.id.uuid)
+                eventStreams.append(event.streamID.rawValue)
+                types.append(event.eventType)
+                payloads.append(ByteBuffer(bytes: event.payload))
+                correlation.append(event.metadata.correlationID ?? "")
+                causation.append(event.metadata.causationID ?? "")
+                source.append(event.metadata.sourceMessageID ?? "")
+                traceparent.append(event.metadata.traceparent ?? "")
+                eventRecordedAt.append(entry.recordedAt)
+            }
+            recordedAt.append(entry.recordedAt)
+            keys.append(request.idempotencyKey?.rawValue ?? "")
+        }
+        var bindings = PostgresBindings()
+        bindings.append(batchStreams)
+        bindings.append(streamCounts)
+        bindings.append(streams)
+        bindings.append(expected)
+        bindings.append(eventCounts)
+        bindings.append(ids)
+        bindings.append(eventStreams)
+        bindings.append(types)
+        bindings.append(payloads)
+        bindings.append(correlation)
+        bindings.append(causation)
+        bindings.append(source)
+        bindings.append(traceparent)
+        bindings.append(eventRecordedAt)
+        bindings.append(recordedAt)
+        bindings.append(keys)
+        return bindings
+    }
+
+    /// One append alone, through `append_events_committed`: the path of appends a batch could not judge.
+    private func appendAlone(_ request: AppendRequest, recordedAt: Int64) async throws -> AppendResult {
         let returned: (String, Int64?, Int64?, [Int64]?, String?)?
         do {
             returned = try await run(appendCall(request, recordedAt: recordedAt, committing: true))
@@ -309,11 +539,19 @@ public final class PostgresEventStore: EventStore {
         if outcome == "duplicate" {
             return try await recordedResult(first: first, last: last, versions: recordedVersions ?? "{}")
         }
-        let streams = request.streams
-        var current = Dictionary(uniqueKeysWithValues: zip(streams, (versions ?? []).map(Int.init)))
+        return Self.committed(
+            request, streams: request.streams, versionsBefore: (versions ?? []).map(Int.init),
+            firstPosition: Int(first ?? 0), recordedAt: recordedAt
+        )
+    }
+
+    /// The result of a committed append, from each stream's version before it and its first position.
+    private static func committed(
+        _ request: AppendRequest, streams: [StreamID], versionsBefore: [Int], firstPosition: Int, recordedAt: Int64
+    ) -> AppendResult {
+        var current = Dictionary(uniqueKeysWithValues: zip(streams, versionsBefore))
         var stored: [StoredEvent] = []
         stored.reserveCapacity(request.events.count)
-        let firstPosition = Int(first ?? 0)
         let recordedDate = RecordedTime.date(microseconds: recordedAt)
         for (offset, event) in request.events.enumerated() {
             let version = current[event.streamID, default: 0] + 1
@@ -365,4 +603,44 @@ public final class PostgresEventStore: EventStore {
             return EventStoreError(.storeFailure, message, underlying: error)
         }
     }
+}
+
+/// An append on its way to `append_events_batch`.
+struct PendingAppend: Sendable {
+    var request: AppendRequest
+    /// The streams the request names, in the order the batch call lists them.
+    var streams: [StreamID]
+    var recordedAt: Int64
+
+    init(request: AppendRequest, recordedAt: Int64) {
+        self.request = request
+        self.streams = request.streams
+        self.recordedAt = recordedAt
+    }
+
+    var payloadBytes: Int { request.events.reduce(0) { $0 + $1.payload.count } }
+}
+
+/// A statement of the store run as a prepared statement. PostgresNIO names and prepares a statement from its
+/// type's static `name` and `sql`, read when the statement is executed; the store's statements depend on its
+/// schema, so each execution supplies them through the task-local ``text``.
+struct StoreStatement: PostgresPreparedStatement {
+    /// The name and text of a statement.
+    struct Text: Sendable {
+        var name: String
+        var sql: String
+    }
+
+    /// The statement being executed. Outside an execution it names a statement that fails, never a wrong one.
+    @TaskLocal static var text = Text(name: "eventcore.unset", sql: "SELECT 'no statement text was supplied'::int4")
+
+    static var name: String { text.name }
+    static var sql: String { text.sql }
+
+    typealias Row = PostgresRow
+
+    var bindings: PostgresBindings
+
+    func makeBindings() throws -> PostgresBindings { bindings }
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
 }

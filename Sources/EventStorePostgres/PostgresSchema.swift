@@ -31,7 +31,171 @@ struct PostgresSchema {
     /// Migrations in order, each a list of statements; migration n (1-based) is recorded as version n in
     /// `schema_migrations`.
     var migrations: [[String]] {
-        [migration1, migration2, migration3]
+        [migration1, migration2, migration3, migration4]
+    }
+
+    /// Migration 4 adds `append_events_batch`: group commit. Appends that arrive while another is in flight are sent
+    /// together, as one call in one transaction, and each still gets its own verdict (see `batchProcedure`).
+    private var migration4: [String] {
+        [batchProcedure]
+    }
+
+    /// `append_events_batch`: several appends in one transaction and one round trip, committed before the server answers.
+    ///
+    /// The requests come flattened: every stream of the batch once (`p_batch_streams`); per request its number
+    /// of stream entries (`p_stream_counts`; the entries in
+    /// `p_streams`/`p_expected`, -1 for no expectation), its number of events (`p_event_counts`; the events in
+    /// the event arrays), its recorded-at time and its idempotency key ('' for none). Every stream of the batch
+    /// is locked first, in the same id order `append_events` uses, so batches and single appends never deadlock.
+    /// The requests are then judged in order against the versions left by the earlier ones: a recorded key makes
+    /// a request a duplicate (outcome 1), a failed expectation a conflict (outcome 2); neither writes anything nor
+    /// affects the others. The accepted requests (outcome 0) get one block of positions for the whole batch,
+    /// under the same position lock and in-flight marker as `append_events`, so positions stay gap-free in commit
+    /// order. Per request it returns the outcome and its offset in the block (-1 if it wrote nothing); per stream
+    /// entry the stream's version just before the request (for a conflict: the actual version).
+    ///
+    /// Anything unexpected (a stored event id, a key recorded concurrently by another transaction) raises, and the
+    /// whole batch rolls back: the caller then runs the requests one by one through `append_events_committed`.
+    private var batchProcedure: String {
+        """
+        CREATE PROCEDURE \(quoted).append_events_batch(
+            p_batch_streams text[], p_stream_counts int4[], p_streams text[], p_expected int8[],
+            p_event_counts int4[], p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
+            p_correlation text[], p_causation text[], p_source text[], p_traceparent text[], p_event_recorded_at_us int8[],
+            p_recorded_at_us int8[], p_keys text[],
+            INOUT o_outcomes int4[] DEFAULT NULL, INOUT o_first_position int8 DEFAULT NULL,
+            INOUT o_offsets int4[] DEFAULT NULL, INOUT o_versions int8[] DEFAULT NULL
+        )
+        LANGUAGE plpgsql AS $body$
+        DECLARE
+            v_ids text[];
+            v_start int8[];
+            v_current int8[];
+            v_stream int := 1;
+            v_event int := 1;
+            v_total int := 0;
+            v_outcome int4;
+            v_index int;
+            v_event_offsets int4[] := array_fill(NULL::int4, ARRAY[cardinality(p_event_ids)]);
+            v_event_versions int8[] := array_fill(NULL::int8, ARRAY[cardinality(p_event_ids)]);
+            v_keys text[] := '{}';
+            v_key_offsets int4[] := '{}';
+            v_key_counts int4[] := '{}';
+            v_key_versions text[] := '{}';
+            v_key_recorded int8[] := '{}';
+            v_versions_text text;
+            v_last int8;
+            v_called bool;
+            v_first int8;
+            v_inserted int8;
+        BEGIN
+            -- As in append_events: lock in id order, create missing rows in id order. One statement in the common
+            -- case, where every stream has its row: the locked rows' ids and versions.
+            SELECT coalesce(array_agg(l.stream_id), '{}'), coalesce(array_agg(l.version), '{}') INTO v_ids, v_start FROM (
+                SELECT s.stream_id, s.version FROM \(quoted).streams s WHERE s.stream_id = ANY(p_batch_streams)
+                ORDER BY s.stream_id FOR UPDATE
+            ) l;
+            IF cardinality(v_ids) < cardinality(p_batch_streams) THEN
+                INSERT INTO \(quoted).streams AS s (stream_id, version)
+                    SELECT t.id, 0 FROM unnest(p_batch_streams) AS t(id) ORDER BY t.id
+                    ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                SELECT coalesce(array_agg(t.id), '{}'), coalesce(array_agg(s.version), '{}') INTO v_ids, v_start
+                    FROM unnest(p_batch_streams) AS t(id) JOIN \(quoted).streams s ON s.stream_id = t.id;
+            END IF;
+            v_current := v_start;
+            o_outcomes := '{}';
+            o_offsets := '{}';
+            o_versions := '{}';
+
+            FOR r IN 1 .. cardinality(p_keys) LOOP
+                v_outcome := 0;
+                IF p_keys[r] <> '' THEN
+                    IF p_keys[r] = ANY(v_keys) OR EXISTS (
+                            SELECT 1 FROM \(quoted).idempotency_keys k WHERE k.idempotency_key = p_keys[r]) THEN
+                        v_outcome := 1;
+                    END IF;
+                END IF;
+                FOR i IN v_stream .. v_stream + p_stream_counts[r] - 1 LOOP
+                    v_index := array_position(v_ids, p_streams[i]);
+                    o_versions := array_append(o_versions, v_current[v_index]);
+                    IF v_outcome = 0 AND p_expected[i] >= 0 AND p_expected[i] <> v_current[v_index] THEN
+                        v_outcome := 2;
+                    END IF;
+                END LOOP;
+                o_outcomes := array_append(o_outcomes, v_outcome);
+                IF v_outcome = 0 THEN
+                    o_offsets := array_append(o_offsets, v_total);
+                    IF p_keys[r] <> '' THEN
+                        v_keys := array_append(v_keys, p_keys[r]);
+                        v_key_offsets := array_append(v_key_offsets, v_total);
+                        v_key_counts := array_append(v_key_counts, p_event_counts[r]);
+                        v_key_recorded := array_append(v_key_recorded, p_recorded_at_us[r]);
+                    END IF;
+                    FOR e IN v_event .. v_event + p_event_counts[r] - 1 LOOP
+                        v_index := array_position(v_ids, p_event_streams[e]);
+                        v_current[v_index] := v_current[v_index] + 1;
+                        v_event_versions[e] := v_current[v_index];
+                        v_event_offsets[e] := v_total;
+                        v_total := v_total + 1;
+                    END LOOP;
+                    IF p_keys[r] <> '' THEN
+                        SELECT coalesce(json_object_agg(t.id, v_current[array_position(v_ids, t.id)] ORDER BY t.id)::text, '{}')
+                            INTO v_versions_text
+                            FROM unnest(p_streams[v_stream : v_stream + p_stream_counts[r] - 1]) AS t(id);
+                        v_key_versions := array_append(v_key_versions, v_versions_text);
+                    END IF;
+                ELSE
+                    o_offsets := array_append(o_offsets, -1);
+                END IF;
+                v_stream := v_stream + p_stream_counts[r];
+                v_event := v_event + p_event_counts[r];
+            END LOOP;
+
+            IF v_total > 0 THEN
+                -- Positions and the in-flight marker exactly as in append_events, once for the whole batch.
+                PERFORM pg_advisory_lock(\(positionLockKey));
+                BEGIN
+                    SELECT q.last_value, q.is_called INTO v_last, v_called FROM \(quoted).global_positions q;
+                    v_first := CASE WHEN v_called THEN v_last + 1 ELSE v_last END;
+                    -- Under the lock nobody else moves the sequence: setval takes the whole block at once.
+                    PERFORM pg_advisory_xact_lock_shared(\(inFlightLockKey), (v_first % 2147483648)::int4),
+                            setval('\(quoted).global_positions', v_first + v_total - 1, true);
+                EXCEPTION WHEN OTHERS THEN
+                    PERFORM pg_advisory_unlock(\(positionLockKey));
+                    RAISE;
+                END;
+                PERFORM pg_advisory_unlock(\(positionLockKey));
+
+                INSERT INTO \(quoted).events (global_position, event_id, stream_id, stream_version, event_type, payload,
+                        correlation_id, causation_id, source_message_id, traceparent, recorded_at_us)
+                    SELECT v_first + e.off, e.id, e.stream, e.version, e.type, e.payload,
+                           nullif(e.corr, ''), nullif(e.caus, ''), nullif(e.src, ''), nullif(e.tp, ''), e.recorded
+                    FROM unnest(p_event_ids, p_event_streams, p_types, p_payloads, p_correlation, p_causation, p_source,
+                                p_traceparent, p_event_recorded_at_us, v_event_offsets, v_event_versions)
+                             AS e(id, stream, type, payload, corr, caus, src, tp, recorded, off, version)
+                    WHERE e.off IS NOT NULL;
+                UPDATE \(quoted).streams s SET version = c.version
+                    FROM unnest(v_ids, v_start, v_current) AS c(id, start, version)
+                    WHERE c.version <> c.start AND s.stream_id = c.id;
+            END IF;
+
+            IF cardinality(v_keys) > 0 THEN
+                INSERT INTO \(quoted).idempotency_keys (idempotency_key, first_position, last_position, stream_versions, recorded_at_us)
+                    SELECT k.key, CASE WHEN k.n > 0 THEN v_first + k.off END, CASE WHEN k.n > 0 THEN v_first + k.off + k.n - 1 END,
+                           k.versions, k.recorded
+                    FROM unnest(v_keys, v_key_offsets, v_key_counts, v_key_versions, v_key_recorded) AS k(key, off, n, versions, recorded)
+                    ON CONFLICT (idempotency_key) DO NOTHING;
+                GET DIAGNOSTICS v_inserted = ROW_COUNT;
+                IF v_inserted < cardinality(v_keys) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE = 'eventcore: duplicate';
+                END IF;
+            END IF;
+
+            o_first_position := v_first;
+            COMMIT;
+        END
+        $body$
+        """
     }
 
     /// Migration 3 replaces `append_events` with the version that locks the streams before it takes its

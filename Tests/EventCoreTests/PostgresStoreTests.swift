@@ -227,4 +227,103 @@ struct PostgresStoreTests {
             }
         }
     }
+
+    /// Holds the row of `stream` so that an append to it waits inside its batch, which keeps the store's one append
+    /// slot busy; starts `queued` appends, which wait in the store for the next batch; then lets everything go.
+    /// Returns the results of the queued appends, in the order given.
+    func withHeldBatch(
+        _ store: PostgresEventStore, holding stream: StreamID, first: AppendRequest, queued: [AppendRequest]
+    ) async throws -> (first: Result<AppendResult, any Error>, queued: [Result<AppendResult, any Error>]) {
+        let schema = store.configuration.schema
+        return try await withDedicatedConnection { blocker in
+            try await blocker.query("BEGIN", logger: Logger(label: "tests"))
+            try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = '\(stream.rawValue)' FOR UPDATE"), logger: Logger(label: "tests"))
+            let firstTask = Task { () -> Result<AppendResult, any Error> in
+                do { return .success(try await store.append(first)) } catch { return .failure(error) }
+            }
+            var waiting = false
+            for _ in 0..<500 where !waiting {
+                let rows = try await TestDatabase.client.query("""
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events_batch%")
+                    """)
+                for try await count in rows.decode(Int64.self) { waiting = count > 0 }
+                if !waiting { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            try #require(waiting, "the first append never reached the lock")
+            // One at a time, so that they queue, and so go into the batch, in the order given.
+            var tasks: [Task<Result<AppendResult, any Error>, Never>] = []
+            for (index, request) in queued.enumerated() {
+                tasks.append(Task { () -> Result<AppendResult, any Error> in
+                    do { return .success(try await store.append(request)) } catch { return .failure(error) }
+                })
+                for _ in 0..<500 where store.waitingAppends <= index { try await Task.sleep(for: .milliseconds(10)) }
+                try #require(store.waitingAppends == index + 1, "an append did not queue behind the first")
+            }
+            try await blocker.query("ROLLBACK", logger: Logger(label: "tests"))
+            var results: [Result<AppendResult, any Error>] = []
+            for task in tasks { results.append(await task.value) }
+            return (await firstTask.value, results)
+        }
+    }
+
+    @Test("appends that share a batch each get their own verdict")
+    func batchVerdicts() async throws {
+        try await PostgresEventStore.withTestStore { store in
+            let c = SampleBank.account(3), d = SampleBank.account(4)
+            _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+            let key = try IdempotencyKey("batch-key")
+            let (first, queued) = try await withHeldBatch(store, holding: a, first: AppendRequest(events: [try event(2, to: a)], expectations: [a: .exact(1)]), queued: [
+                AppendRequest(events: [try event(3, to: b)], expectations: [b: .exact(0)]),
+                AppendRequest(events: [try event(4, to: c)], expectations: [c: .exact(5)]),
+                AppendRequest(events: [try event(5, to: d)], idempotencyKey: key),
+                AppendRequest(events: [try event(6, to: d), try event(7, to: b)], idempotencyKey: key),
+                AppendRequest(events: [try event(8, to: b)], expectations: [b: .exact(1), a: .exact(2)]),
+            ])
+            #expect(try first.get().streamVersions == [a: 2])
+            let committedB = try queued[0].get()
+            #expect(committedB.outcome == .committed)
+            #expect(committedB.streamVersions == [b: 1])
+            do {
+                _ = try queued[1].get()
+                Issue.record("an append with a stale expectation committed")
+            } catch let error as EventStoreError {
+                #expect(error.code == .versionConflict)
+                #expect(error.conflicts.map(\.actual) == [0])
+            }
+            let keyed = try queued[2].get(), again = try queued[3].get()
+            #expect(keyed.outcome == .committed)
+            #expect(again.outcome == .duplicate)
+            #expect(again.events == keyed.events)
+            #expect(again.streamVersions == [d: 1])
+            let last = try queued[4].get()
+            #expect(last.streamVersions == [a: 2, b: 2], "a later append in the batch sees the versions the earlier ones left")
+            let all = try await store.readAll(after: 0, limit: 100)
+            #expect(all.map(\.globalPosition) == Array(1...all.count), "positions have no gaps")
+            #expect(all.count == 5)
+            #expect(try await store.read([a, b, c, d]).versions == [a: 2, b: 2, c: 0, d: 1])
+        }
+    }
+
+    @Test("a batch the server refuses as a whole is appended one by one")
+    func batchFallback() async throws {
+        try await PostgresEventStore.withTestStore { store in
+            let stored = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+            var clash = try event(2, to: b)
+            clash.id = stored.events[0].id
+            let (first, queued) = try await withHeldBatch(store, holding: a, first: AppendRequest(events: [try event(3, to: a)]), queued: [
+                AppendRequest(events: [clash]),
+                AppendRequest(events: [try event(4, to: b)], expectations: [b: .exact(0)]),
+            ])
+            #expect(try first.get().streamVersions == [a: 2])
+            do {
+                _ = try queued[0].get()
+                Issue.record("an event id was stored twice")
+            } catch let error as EventStoreError {
+                #expect(error.code == .invalidRequest)
+            }
+            #expect(try queued[1].get().streamVersions == [b: 1])
+            #expect(try await store.read([a, b]).versions == [a: 2, b: 1])
+        }
+    }
 }
