@@ -54,11 +54,19 @@ final class ConnectionRoundTrip: Sendable {
         for _ in 0..<4 {
             do {
                 return try await client.withConnection { connection in
-                    let executor = EventLoopExecutor(connection.eventLoop)
-                    return try await withTaskExecutorPreference(executor) {
-                        // On the loop: no close can come between this check and the query's write.
+                    do {
                         guard !connection.isClosed else { throw StaleConnection() }
-                        return try await self.answer(on: connection, executor: executor) { try await body(connection) }
+                        return try await self.answer(on: connection, executor: EventLoopExecutor(connection.eventLoop)) {
+                            // The first job of a task on the loop: no close can come between this check and the
+                            // query's write, which `body` makes before it first suspends.
+                            guard !connection.isClosed else { throw StaleConnection() }
+                            return try await body(connection)
+                        }
+                    } catch is StaleConnection {
+                        // The pool learns of a close through the connection's close future: wait for it before the
+                        // connection goes back, or the pool hands the same one out again at once.
+                        _ = try? await connection.closeFuture.get()
+                        throw StaleConnection()
                     }
                 }
             } catch is StaleConnection {
@@ -68,8 +76,9 @@ final class ConnectionRoundTrip: Sendable {
         throw ConnectionLost(description: "every connection the pool handed out was already closed")
     }
 
-    /// Runs `body` in a task of its own and returns its answer, unless `connection` closes first: then, after
-    /// the grace period, the caller gets ``ConnectionLost`` and the task is abandoned.
+    /// Runs `body` in a task of its own, on the connection's event loop, and returns its answer, unless
+    /// `connection` closes first: then, after the grace period, the caller gets ``ConnectionLost`` and the task
+    /// is abandoned.
     private func answer<T: Sendable>(
         on connection: PostgresConnection, executor: EventLoopExecutor, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {

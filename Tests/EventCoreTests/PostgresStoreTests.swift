@@ -33,6 +33,28 @@ struct PostgresStoreTests {
         }
     }
 
+    /// A store on a pool of its own whose backends carry the returned `application_name`, for the tests that
+    /// terminate backends: a terminated backend's connection must never be handed to another test by the shared
+    /// pool, where the test's own queries do not go through the store's guards.
+    func withIsolatedStore<T>(maximumConnections: Int = 4, _ body: (PostgresEventStore, String) async throws -> T) async throws -> T {
+        var configuration = TestDatabase.clientConfiguration()
+        configuration.options.maximumConnections = maximumConnections
+        let name = "eventcore_isolated_\(UInt32.random(in: 0...UInt32.max))"
+        configuration.options.additionalStartupParameters = [("application_name", name)]
+        let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "tests.postgres.isolated"))
+        let running = await client.startRunning()
+        defer { running.cancel() }
+        let store = try await PostgresEventStore.start(client: client, configuration: .init(schema: TestDatabase.uniqueSchema()))
+        do {
+            let value = try await body(store, name)
+            await TestDatabase.drop(store)
+            return value
+        } catch {
+            await TestDatabase.drop(store)
+            throw error
+        }
+    }
+
     @Test("schema names outside the accepted form are refused", arguments: ["", "Upper", "1abc", "a-b", "a;drop", String(repeating: "a", count: 64)])
     func schemaNames(_ name: String) async {
         let client = await TestDatabase.client
@@ -96,7 +118,7 @@ struct PostgresStoreTests {
 
     @Test("a connection terminated mid-append fails cleanly, writes nothing, and the next append succeeds")
     func terminatedMidAppend() async throws {
-        try await PostgresEventStore.withTestStore { store in
+        try await withIsolatedStore { store, _ in
             _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
             let schema = store.configuration.schema
             try await withDedicatedConnection { blocker in
@@ -139,74 +161,65 @@ struct PostgresStoreTests {
     @Test("backends terminated at random while appends and reads run: every call ends, with an answer or a retryable error")
     func terminatedBackendsNeverHang() async throws {
         // A pool of its own, named so that only its backends are terminated.
-        var configuration = TestDatabase.clientConfiguration()
-        configuration.options.maximumConnections = 6
-        let name = "eventcore_kill_\(UInt32.random(in: 0...UInt32.max))"
-        configuration.options.additionalStartupParameters = [("application_name", name)]
-        let client = PostgresClient(configuration: configuration, backgroundLogger: Logger(label: "tests.postgres.killed"))
-        let running = await client.startRunning()
-        defer { running.cancel() }
-        let schema = TestDatabase.uniqueSchema()
-        let store = try await PostgresEventStore.start(client: client, configuration: .init(schema: schema))
-        defer { Task { _ = try? await TestDatabase.client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(schema)\" CASCADE")) } }
-
-        let callers = 8, callsEach = 150
-        final class Tally: Sendable {
-            let counts = Mutex((answered: 0, unavailable: 0, other: [String]()))
-        }
-        let tally = Tally()
-        // Each caller runs in a task of its own, so a call that never ends shows up as a missing count at the
-        // deadline instead of hanging the test.
-        let finished = AsyncStream<Void>.makeStream()
-        for caller in 0..<callers {
-            Task {
-                let stream = SampleBank.account(caller + 100)
-                let encoded = try EventCodec().encode(SampleBank.Event.deposited(amount: 1))
-                for index in 0..<callsEach {
-                    let deposit = NewEvent(streamID: stream, eventType: encoded.eventType, payload: encoded.payload)
-                    do {
-                        if index % 2 == 0 {
-                            _ = try await store.append(AppendRequest(events: [deposit]))
-                        } else {
-                            _ = try await store.read([stream])
+        try await withIsolatedStore(maximumConnections: 6) { store, name in
+            let callers = 8, callsEach = 150
+            final class Tally: Sendable {
+                let counts = Mutex((answered: 0, unavailable: 0, other: [String]()))
+            }
+            let tally = Tally()
+            // Each caller runs in a task of its own, so a call that never ends shows up as a missing count at the
+            // deadline instead of hanging the test.
+            let finished = AsyncStream<Void>.makeStream()
+            for caller in 0..<callers {
+                Task {
+                    let stream = SampleBank.account(caller + 100)
+                    let encoded = try EventCodec().encode(SampleBank.Event.deposited(amount: 1))
+                    for index in 0..<callsEach {
+                        let deposit = NewEvent(streamID: stream, eventType: encoded.eventType, payload: encoded.payload)
+                        do {
+                            if index % 2 == 0 {
+                                _ = try await store.append(AppendRequest(events: [deposit]))
+                            } else {
+                                _ = try await store.read([stream])
+                            }
+                            tally.counts.withLock { $0.answered += 1 }
+                        } catch let error as EventStoreError where error.code == .storeUnavailable {
+                            tally.counts.withLock { $0.unavailable += 1 }
+                        } catch {
+                            tally.counts.withLock { $0.other.append("\(error)") }
                         }
-                        tally.counts.withLock { $0.answered += 1 }
-                    } catch let error as EventStoreError where error.code == .storeUnavailable {
-                        tally.counts.withLock { $0.unavailable += 1 }
-                    } catch {
-                        tally.counts.withLock { $0.other.append("\(error)") }
+                    }
+                    finished.continuation.yield()
+                }
+            }
+            let killer = Task {
+                try await withDedicatedConnection { connection in
+                    while !Task.isCancelled {
+                        try await Task.sleep(for: .milliseconds(40))
+                        _ = try await connection.query(PostgresQuery(unsafeSQL: """
+                            SELECT pg_terminate_backend(pid) FROM (SELECT pid FROM pg_stat_activity WHERE application_name = '\(name)'
+                            ORDER BY random() LIMIT 1) chosen
+                            """), logger: Logger(label: "tests")).collect()
                     }
                 }
-                finished.continuation.yield()
             }
-        }
-        let killer = Task {
-            try await withDedicatedConnection { connection in
-                while !Task.isCancelled {
-                    try await Task.sleep(for: .milliseconds(40))
-                    _ = try await connection.query(PostgresQuery(unsafeSQL: """
-                        SELECT pg_terminate_backend(pid) FROM (SELECT pid FROM pg_stat_activity WHERE application_name = '\(name)'
-                        ORDER BY random() LIMIT 1) chosen
-                        """), logger: Logger(label: "tests")).collect()
-                }
+            let deadline = Task {
+                try? await Task.sleep(for: .seconds(120))
+                finished.continuation.finish()
             }
+            var done = 0
+            for await _ in finished.stream {
+                done += 1
+                if done == callers { break }
+            }
+            killer.cancel()
+            deadline.cancel()
+            let counts = tally.counts.withLock { $0 }
+            #expect(done == callers, "callers still waiting for the store after 120 s: \(callers - done)")
+            #expect(counts.answered + counts.unavailable + counts.other.count == callers * callsEach)
+            #expect(counts.other.isEmpty, "errors other than storeUnavailable: \(counts.other.prefix(3))")
+            #expect(counts.answered > callers * callsEach / 2, "most calls answered: \(counts)")
         }
-        let deadline = Task {
-            try? await Task.sleep(for: .seconds(120))
-            finished.continuation.finish()
-        }
-        var done = 0
-        for await _ in finished.stream {
-            done += 1
-            if done == callers { break }
-        }
-        killer.cancel()
-        deadline.cancel()
-        let counts = tally.counts.withLock { $0 }
-        #expect(done == callers, "callers still waiting for the store after 120 s: \(callers - done)")
-        #expect(counts.answered + counts.unavailable + counts.other.count == callers * callsEach)
-        #expect(counts.other.isEmpty, "errors other than storeUnavailable: \(counts.other.prefix(3))")
-        #expect(counts.answered > callers * callsEach / 2, "most calls answered: \(counts)")
     }
 
     @Test("a corrupted row is reported with its position, not dropped")
