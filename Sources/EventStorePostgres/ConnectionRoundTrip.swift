@@ -1,5 +1,3 @@
-import EventCore
-import Logging
 import NIOCore
 import PostgresNIO
 import Synchronization
@@ -83,9 +81,9 @@ final class ConnectionRoundTrip: Sendable {
         on connection: PostgresConnection, executor: EventLoopExecutor, _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            let settled = Atomic<Bool>(false)
+            let answer = FirstAnswer()
             let settle: @Sendable (Result<T, any Error>) -> Void = { result in
-                if !settled.exchange(true, ordering: .acquiringAndReleasing) { continuation.resume(with: result) }
+                if answer.claim() { continuation.resume(with: result) }
             }
             let token = watch(connection) { settle(.failure($0)) }
             Task(executorPreference: executor) {

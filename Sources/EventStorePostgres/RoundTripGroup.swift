@@ -150,7 +150,7 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
 }
 
 /// Which of two racing tasks answers: the first to claim.
-private final class FirstAnswer: Sendable {
+final class FirstAnswer: Sendable {
     private let claimed = Mutex(false)
 
     func claim() -> Bool {
