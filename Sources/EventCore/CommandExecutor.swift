@@ -49,8 +49,13 @@ public struct CommandResult: Sendable, Hashable {
 
 /// Runs commands against an event store: read, fold, decide, append atomically, retry on conflict.
 ///
-/// The executor holds no state of its own; share one across tasks. The clock only serves the backoff between
-/// conflict retries, so a test can pass a clock that does not really sleep.
+/// The executor holds no state of its own besides an optional ``StreamCache``; share one across tasks. The clock
+/// only serves the backoff between conflict retries, so a test can pass a clock that does not really sleep.
+///
+/// With an idempotency key, a redelivered command is recognised by the append, which reports the original
+/// result (``AppendResult/Outcome/duplicate``) before it looks at any expectation; the key is looked up apart
+/// only when the decision itself fails (a redelivered command may not decide again on the state its first
+/// execution left), so the usual execution costs no extra round trip.
 public struct CommandExecutor: Sendable {
     /// The executor's settings.
     public struct Configuration: Sendable, Hashable {
@@ -70,6 +75,8 @@ public struct CommandExecutor: Sendable {
     public let store: any EventStore
     /// The settings.
     public let configuration: Configuration
+    /// The streams read before, if the executor keeps them: commands then read only what is new.
+    public let cache: StreamCache?
     private let clock: any Clock<Duration>
     private let unitRandom: @Sendable () -> Double
     private let codec = EventCodec()
@@ -78,16 +85,20 @@ public struct CommandExecutor: Sendable {
     /// - Parameters:
     ///   - store: the event store.
     ///   - configuration: retry policy and discovery limit.
+    ///   - cache: keeps the streams read and written, so that later commands on them read only newer events;
+    ///     one cache per store.
     ///   - clock: sleeps the backoff between retries; inject a test clock to avoid real sleeps.
     ///   - unitRandom: the jitter source, returning values in `0..<1`.
     public init(
         store: any EventStore,
         configuration: Configuration = Configuration(),
+        cache: StreamCache? = nil,
         clock: any Clock<Duration> = ContinuousClock(),
         unitRandom: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
     ) {
         self.store = store
         self.configuration = configuration
+        self.cache = cache
         self.clock = clock
         self.unitRandom = unitRandom
     }
@@ -101,9 +112,6 @@ public struct CommandExecutor: Sendable {
         let policy = configuration.retryPolicy
         var attempt = 1
         while true {
-            if let key = options.idempotencyKey, let recorded = try await store.appendResult(forIdempotencyKey: key) {
-                return CommandResult(outcome: .duplicate, events: recorded.events, streamVersions: recorded.streamVersions, attempts: attempt)
-            }
             do {
                 return try await decideAndAppend(command, options: options, attempt: attempt)
             } catch let error as EventStoreError where error.code == .versionConflict {
@@ -115,7 +123,63 @@ public struct CommandExecutor: Sendable {
                 }
                 try await clock.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: unitRandom()))
                 attempt += 1
+            } catch let error as EventStoreError where error.isRetryable {
+                throw error
+            } catch {
+                // The decision failed. A redelivered command may fail where its first execution succeeded, on the
+                // state that execution left: its recorded result wins over the failure.
+                if let key = options.idempotencyKey, let recorded = try await store.appendResult(forIdempotencyKey: key) {
+                    return CommandResult(outcome: .duplicate, events: recorded.events, streamVersions: recorded.streamVersions, attempts: attempt)
+                }
+                throw error
             }
+        }
+    }
+
+    /// Reads `streams` whole: from the store, or, for the streams the cache holds, their cached events followed by
+    /// what the store has after them.
+    private func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {
+        guard let cache else { return try await store.read(streams) }
+        let held = cache.lookup(streams)
+        guard !held.isEmpty else {
+            let snapshot = try await store.read(streams)
+            remember(snapshot, of: streams, in: cache)
+            return snapshot
+        }
+        let fresh = try await store.read(streams, after: held.mapValues(\.version))
+        var newByStream: [StreamID: [StoredEvent]] = [:]
+        for event in fresh.events { newByStream[event.streamID, default: []].append(event) }
+        var merged: [StoredEvent] = []
+        for (stream, (events, version)) in held {
+            let new = newByStream[stream] ?? []
+            let current = fresh.version(of: stream)
+            // Anything but the held events continued without a gap means the cache cannot be trusted for these
+            // streams: forget them and read everything again.
+            guard current == version + new.count, new.first.map({ $0.streamVersion == version + 1 }) ?? true else {
+                for stream in held.keys { cache.remove(stream) }
+                let snapshot = try await store.read(streams)
+                remember(snapshot, of: streams, in: cache)
+                return snapshot
+            }
+            merged.append(contentsOf: events)
+        }
+        var snapshot = fresh
+        if !merged.isEmpty {
+            merged.append(contentsOf: fresh.events)
+            merged.sort { $0.globalPosition < $1.globalPosition }
+            snapshot.events = merged
+        }
+        remember(snapshot, of: streams.filter { held[$0] == nil || !(newByStream[$0]?.isEmpty ?? true) }, in: cache)
+        return snapshot
+    }
+
+    /// Keeps the whole `streams` of `snapshot` in `cache`.
+    private func remember(_ snapshot: StreamsSnapshot, of streams: [StreamID], in cache: StreamCache) {
+        guard !streams.isEmpty else { return }
+        var byStream: [StreamID: [StoredEvent]] = [:]
+        for event in snapshot.events { byStream[event.streamID, default: []].append(event) }
+        for stream in streams {
+            cache.record(stream, events: byStream[stream] ?? [], version: snapshot.version(of: stream))
         }
     }
 
@@ -125,7 +189,7 @@ public struct CommandExecutor: Sendable {
         for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
         var round = 0
         while true {
-            let snapshot = try await store.read(streams)
+            let snapshot = try await read(streams)
             var state = command.initialState
             for stored in snapshot.events {
                 if let event = try codec.decode(stored, as: C.Event.self) {
@@ -178,6 +242,14 @@ public struct CommandExecutor: Sendable {
             idempotencyKey: options.idempotencyKey
         )
         let result = try await store.append(request)
+        if let cache, result.outcome == .committed, !events.isEmpty {
+            var written: [StreamID: [StoredEvent]] = [:]
+            for event in result.events { written[event.streamID, default: []].append(event) }
+            for (stream, appended) in written {
+                guard let before = versions[stream], let after = result.streamVersions[stream] else { continue }
+                cache.extend(stream, from: before, with: appended, to: after)
+            }
+        }
         switch result.outcome {
         case .duplicate:
             return CommandResult(outcome: .duplicate, events: result.events, streamVersions: result.streamVersions, attempts: attempt)

@@ -11,6 +11,15 @@ public protocol EventStore: Sendable {
     /// A stream without events reads as version 0. Duplicate ids are read once.
     func read(_ streams: [StreamID]) async throws -> StreamsSnapshot
 
+    /// Reads what is new in `streams` for a caller that already holds some of their events, from one consistent
+    /// snapshot: the events of each stream whose version is greater than `knownVersions[stream]` (all its events
+    /// for a stream not listed), in global order, and the current version of every stream read.
+    ///
+    /// A stream's events are immutable and its versions have no gaps, so the events the caller holds followed by
+    /// these are the whole stream as ``read(_:)`` would return it at that snapshot. The default implementation
+    /// reads the whole streams and drops what the caller holds; stores override it to send only what is new.
+    func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot
+
     /// Appends `request` atomically: every expectation is checked and every event is written, or nothing is.
     ///
     /// - Returns: `.committed` with the stored events and the new version of every stream named in the request,
@@ -34,6 +43,15 @@ public protocol EventStore: Sendable {
 }
 
 extension EventStore {
+    /// See ``EventStore/read(_:after:)``: the whole streams, less the events the caller holds.
+    public func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot {
+        var snapshot = try await read(streams)
+        if !knownVersions.isEmpty {
+            snapshot.events.removeAll { $0.streamVersion <= knownVersions[$0.streamID] ?? 0 }
+        }
+        return snapshot
+    }
+
     /// Reads one complete stream.
     public func read(stream: StreamID) async throws -> StreamsSnapshot {
         try await read([stream])

@@ -36,7 +36,7 @@ public enum EventStoreContract {
 
     /// Every case of the contract.
     public static let cases: [Case] = reading + appending + conflicts + idempotency + emptyWrites
-        + globalOrder + queries + validation + concurrency + execution
+        + globalOrder + queries + validation + concurrency + execution + cachedExecution
 }
 
 // MARK: - Helpers
@@ -741,4 +741,45 @@ final class InterferenceLatch: Sendable {
             return !fired
         }
     }
+}
+
+// MARK: - Reading what is new, and the executor's stream cache
+
+extension EventStoreContract {
+    static let cachedExecution: [Case] = [
+        Case("a read after known versions returns only the newer events, in global order, and every stream's version") { store in
+            let a = stream("known-a"), b = stream("known-b"), c = stream("known-c")
+            _ = try await store.append(AppendRequest(events: deposits([1], to: a) + deposits([10], to: b)))
+            _ = try await store.append(AppendRequest(events: deposits([2], to: a)))
+            _ = try await store.append(AppendRequest(events: deposits([20], to: b) + deposits([3], to: a)))
+            let whole = try await store.read([a, b, c])
+            let newer = try await store.read([a, b, c], after: [a: 1, b: 2])
+            try requireEqual(newer.events, whole.events.filter { $0.streamID == a && $0.streamVersion > 1 }, "a's events 2 and 3 only")
+            try requireEqual(newer.versions, [a: 3, b: 2, c: 0], "every stream's version")
+            let nothing = try await store.read([a, b], after: [a: 3, b: 2])
+            try requireEqual(nothing.events, [], "nothing newer")
+            try requireEqual(nothing.versions, [a: 3, b: 2], "versions kept")
+            let all = try await store.read([b, a], after: [:])
+            try requireEqual(all.events, whole.events.filter { $0.streamID != c }, "no known versions: the whole streams")
+        },
+        Case("an executor with a stream cache sees what other writers appended and decides as one without") { store in
+            let a = SampleBank.account(1), b = SampleBank.account(2)
+            let (plain, _) = executor(store)
+            let cache = StreamCache()
+            let cached = CommandExecutor(store: store, cache: cache, clock: ImmediateClock(), unitRandom: { 0.5 })
+            _ = try await cached.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
+            _ = try await cached.execute(SampleBank.Transfer(from: a, to: b, amount: 30))
+            _ = try await plain.execute(SampleBank.Transfer(from: a, to: b, amount: 20))
+            _ = try await store.append(AppendRequest(events: deposits([70], to: a)))
+            // 100 - 30 - 20 + 70 = 120: only enough if the cached executor saw both other writes.
+            let result = try await cached.execute(SampleBank.Transfer(from: a, to: b, amount: 120))
+            try requireEqual(result.outcome, .committed, "the transfer saw every write")
+            try requireEqual(result.streamVersions, [a: 6, b: 3], "versions after it")
+            let refused = try await cached.execute(SampleBank.Transfer(from: a, to: b, amount: 1))
+            try requireEqual(refused.outcome, .noOp, "nothing left to move, as the store says")
+            let ledger = try SampleBank.ledger(of: try await store.read([a, b]).events)
+            try requireEqual(ledger.balances, [a: 0, b: 170], "balances")
+            try require(cache.statistics.hits >= 4, "the cache served the later commands: \(cache.statistics)")
+        },
+    ]
 }

@@ -41,8 +41,12 @@ public final class FaultInjectingEventStore: EventStore {
     public struct Statistics: Sendable, Hashable {
         /// Appends forwarded to the wrapped store.
         public var appendsForwarded = 0
-        /// Reads forwarded to the wrapped store.
+        /// Reads forwarded to the wrapped store (``read(_:)`` and ``read(_:after:)``).
         public var readsForwarded = 0
+        /// Events those reads returned.
+        public var eventsRead = 0
+        /// Idempotency keys looked up through ``appendResult(forIdempotencyKey:)``.
+        public var keyLookups = 0
         /// Version conflicts the wrapped store itself reported.
         public var storeConflicts = 0
         /// Faults injected, by kind.
@@ -137,7 +141,18 @@ public final class FaultInjectingEventStore: EventStore {
     public func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {
         if drawReadFault() { throw Self.unavailable("the read failed") }
         state.withLock { $0.statistics.readsForwarded += 1 }
-        return try await base.read(streams)
+        let snapshot = try await base.read(streams)
+        state.withLock { $0.statistics.eventsRead += snapshot.events.count }
+        return snapshot
+    }
+
+    /// Forwards the read of what is new to the wrapped store, subject to the same read faults as ``read(_:)``.
+    public func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot {
+        if drawReadFault() { throw Self.unavailable("the read failed") }
+        state.withLock { $0.statistics.readsForwarded += 1 }
+        let snapshot = try await base.read(streams, after: knownVersions)
+        state.withLock { $0.statistics.eventsRead += snapshot.events.count }
+        return snapshot
     }
 
     /// Appends through the wrapped store unless an append fault is due.
@@ -174,7 +189,8 @@ public final class FaultInjectingEventStore: EventStore {
 
     /// Forwards to the wrapped store.
     public func appendResult(forIdempotencyKey key: IdempotencyKey) async throws -> AppendResult? {
-        try await base.appendResult(forIdempotencyKey: key)
+        state.withLock { $0.statistics.keyLookups += 1 }
+        return try await base.appendResult(forIdempotencyKey: key)
     }
 
     /// Forwards to the wrapped store.

@@ -4,6 +4,7 @@
 //
 //   EventStoreBenchmark [bench] [--stores memory,sqlite,postgres] [--seconds 3] [--concurrency 1,4,16] [--accounts 5000]
 //       [--round-trips N]   (PostgreSQL: appends and reads in flight at once before they are grouped; default 2)
+//       [--cache-mib N]     (the executor's stream cache, as in a worker; default 16, 0 = none)
 //   EventStoreBenchmark transfer-worker --store sqlite|postgres --target PATH|SCHEMA --accounts N --commands N
 //       --tasks N --seed N      (runs transfers against an existing store and prints its statistics as JSON)
 //
@@ -104,10 +105,10 @@ func transferWorker(_ options: Options) async throws {
 
 // MARK: bench
 
-func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: Int) async throws -> (rate: Double, statistics: TransferWorkload.Statistics) {
+func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: Int, cacheBytes: Int) async throws -> (rate: Double, statistics: TransferWorkload.Statistics) {
     let workload = TransferWorkload(accounts: accounts, openingBalance: 1_000_000)
     try await workload.openAccounts(in: store)
-    let executor = CommandExecutor(store: store, configuration: conflictPolicy)
+    let executor = CommandExecutor(store: store, configuration: conflictPolicy, cache: cacheBytes > 0 ? StreamCache(maximumBytes: cacheBytes) : nil)
     let deadline = ContinuousClock.now + .seconds(seconds)
     let started = ContinuousClock.now
     let statistics = await workload.run(executor: executor, tasks: concurrency, seed: UInt64(concurrency)) { ContinuousClock.now >= deadline }
@@ -123,7 +124,8 @@ func bench(_ options: Options) async throws {
     let levels = options.list("concurrency", "1,4,16").compactMap(Int.init)
     let seconds = options.int("seconds", 3)
     let accounts = options.int("accounts", 5000)
-    print("two-stream transfer command, \(accounts) accounts, \(seconds) s per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAverage())")
+    let cacheMiB = options.int("cache-mib", 16)
+    print("two-stream transfer command, \(accounts) accounts, \(cacheMiB) MiB stream cache, \(seconds) s per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAverage())")
     print("store       executors   commands/s   conflicts retried   pgbench tps   ratio")
     func row(_ store: String, _ level: Int, _ rate: Double, _ conflicts: Int, _ pgbench: Double? = nil) {
         let base = "\(store.padding(toLength: 12, withPad: " ", startingAt: 0))\(String(level).leftPadded(9))   \(String(format: "%10.0f", rate))   \(String(conflicts).leftPadded(17))"
@@ -137,12 +139,12 @@ func bench(_ options: Options) async throws {
         for level in levels {
             switch storeName {
             case "memory":
-                let (rate, statistics) = try await measure(store: InMemoryEventStore(), accounts: accounts, concurrency: level, seconds: seconds)
+                let (rate, statistics) = try await measure(store: InMemoryEventStore(), accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
                 row(storeName, level, rate, statistics.conflictsRetried)
             case "sqlite":
                 let path = FileManager.default.temporaryDirectory.appendingPathComponent("eventcore-bench-\(UUID().uuidString).sqlite").path
                 let store = try await SQLiteEventStore.open(SQLiteEventStore.Configuration(path: path))
-                let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds)
+                let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
                 try await store.close()
                 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
                 row(storeName, level, rate, statistics.conflictsRetried)
@@ -152,7 +154,7 @@ func bench(_ options: Options) async throws {
                     var configuration = PostgresEventStore.Configuration(schema: schema)
                     if let roundTrips = options.values["round-trips"].flatMap(Int.init) { configuration.concurrentRoundTrips = roundTrips }
                     let store = try await PostgresEventStore.start(client: client, configuration: configuration)
-                    let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds)
+                    let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
                     try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"))
                     let tps = try await PgBench.twoInsertTransactions(client: client, url: Database.url, concurrency: level, seconds: seconds, expectedRate: rate)
                     return (rate, statistics.conflictsRetried, tps)

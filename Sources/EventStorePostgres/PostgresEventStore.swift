@@ -60,7 +60,7 @@ public final class PostgresEventStore: EventStore {
     /// Group commit: appends that wait for a free slot go together, as one call of `append_events_batch`.
     private let appendGroups: RoundTripGroup<PendingAppend, AppendResult>
     /// Group reads: reads that wait for a free slot go together, as one query over all their streams.
-    private let readGroups: RoundTripGroup<[StreamID], StreamsSnapshot>
+    private let readGroups: RoundTripGroup<StreamsRead, StreamsSnapshot>
     /// The read of whole streams, prepared once per connection.
     private let readStatement: StoreStatement.Text
     /// The call of `append_events_batch`, prepared once per connection.
@@ -94,8 +94,12 @@ public final class PostgresEventStore: EventStore {
             EventStoreError(.storeUnavailable, "the database did not answer a read within \(limit ?? .zero)")
         }
         // Statement names carry the schema name: one client may serve stores in several schemas.
-        readStatement = StoreStatement.Text(name: "eventcore.read_streams.\(name)", sql: """
-            SELECT \(Self.columns) FROM \(schema.quoted).events WHERE stream_id = ANY($1::text[]) ORDER BY global_position
+        readStatement = StoreStatement.Text(name: "eventcore.read_streams_after.\(name)", sql: """
+            SELECT e.* FROM unnest($1::text[], $2::int8[]) AS s(id, known) CROSS JOIN LATERAL (
+                SELECT \(Self.columns) FROM \(schema.quoted).events
+                WHERE stream_id = s.id AND stream_version > s.known ORDER BY stream_version
+            ) e
+            ORDER BY e.global_position
             """)
         batchStatement = StoreStatement.Text(name: "eventcore.append_events_batch.\(name)", sql: """
             CALL \(schema.quoted).append_events_batch($1::text[], $2::int4[], $3::text[], $4::int8[], $5::int4[], $6::uuid[],
@@ -163,25 +167,39 @@ public final class PostgresEventStore: EventStore {
     /// Reads that arrive while ``Configuration/concurrentRoundTrips`` reads are in flight go together, as one
     /// query over all their streams, each answered from that query's snapshot.
     public func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {
+        try await read(streams, after: [:])
+    }
+
+    /// See ``EventStore/read(_:after:)``: only the newer events cross the network. Grouped like ``read(_:)``.
+    public func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot {
         var unique: [StreamID] = []
         for stream in streams where !unique.contains(stream) { unique.append(stream) }
         guard !unique.isEmpty else { return StreamsSnapshot(events: [], versions: [:]) }
-        return try await readGroups.submit(unique, weight: unique.count) { [self] group in await readGroup(group) }
+        let request = StreamsRead(streams: unique, known: knownVersions)
+        return try await readGroups.submit(request, weight: unique.count) { [self] group in await readGroup(group) }
     }
 
-    /// Reads the streams of every request in `group` in one query and gives each request its own snapshot.
-    private func readGroup(_ group: [[StreamID]]) async -> [Result<StreamsSnapshot, any Error>] {
+    /// Reads the streams of every request in `group` in one query, each stream from the lowest version a request
+    /// of the group does not hold, and gives each request its own snapshot.
+    private func readGroup(_ group: [StreamsRead]) async -> [Result<StreamsSnapshot, any Error>] {
         var all: [StreamID] = []
-        if group.count == 1 {
-            all = group[0]
-        } else {
-            var seen = Set<StreamID>()
-            for streams in group { for stream in streams where seen.insert(stream).inserted { all.append(stream) } }
+        var lowest: [StreamID: Int] = [:]
+        for request in group {
+            for stream in request.streams {
+                let known = request.known[stream] ?? 0
+                if let held = lowest[stream] {
+                    lowest[stream] = min(held, known)
+                } else {
+                    lowest[stream] = known
+                    all.append(stream)
+                }
+            }
         }
         let events: [StoredEvent]
         do {
             var bindings = PostgresBindings()
             bindings.append(all.map(\.rawValue))
+            bindings.append(all.map { Int64(lowest[$0] ?? 0) })
             let rows: [PostgresRow]
             do {
                 rows = try await runPrepared(readStatement, bindings, retryingClosedConnection: true)
@@ -192,12 +210,10 @@ public final class PostgresEventStore: EventStore {
         } catch {
             return group.map { _ in .failure(error) }
         }
-        return group.map { streams in
-            var versions = Dictionary(uniqueKeysWithValues: streams.map { ($0, 0) })
-            let mine = group.count == 1 ? events : events.filter { versions[$0.streamID] != nil }
-            for event in mine { versions[event.streamID] = event.streamVersion }
-            return .success(StreamsSnapshot(events: mine, versions: versions))
+        if group.count == 1 {
+            return [.success(group[0].snapshot(from: events))]
         }
+        return group.map { .success($0.snapshot(from: events)) }
     }
 
     /// See ``EventStore/readAll(after:limit:)``.
@@ -643,4 +659,25 @@ struct StoreStatement: PostgresPreparedStatement {
 
     func makeBindings() throws -> PostgresBindings { bindings }
     func decodeRow(_ row: PostgresRow) throws -> PostgresRow { row }
+}
+
+/// One caller's read: its streams, and the version up to which it holds each (absent: none of it).
+struct StreamsRead: Sendable {
+    var streams: [StreamID]
+    var known: [StreamID: Int]
+
+    /// This read's answer from the events a (possibly grouped) query returned: the events of its streams it does
+    /// not hold, and each stream's version (what it holds if nothing newer came).
+    func snapshot(from events: [StoredEvent]) -> StreamsSnapshot {
+        var versions: [StreamID: Int] = [:]
+        for stream in streams { versions[stream] = known[stream] ?? 0 }
+        var mine: [StoredEvent] = []
+        mine.reserveCapacity(events.count)
+        for event in events {
+            guard let held = versions[event.streamID] else { continue }
+            if event.streamVersion > (known[event.streamID] ?? 0) { mine.append(event) }
+            if event.streamVersion > held { versions[event.streamID] = event.streamVersion }
+        }
+        return StreamsSnapshot(events: mine, versions: versions)
+    }
 }

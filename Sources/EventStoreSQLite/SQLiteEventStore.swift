@@ -186,16 +186,21 @@ public final class SQLiteEventStore: EventStore {
 
     /// See ``EventStore/read(_:)``.
     public func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {
+        try await read(streams, after: [:])
+    }
+
+    /// See ``EventStore/read(_:after:)``: one query, each stream from the version after the one the caller holds.
+    public func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot {
         var unique: [StreamID] = []
         for stream in streams where !unique.contains(stream) { unique.append(stream) }
         guard !unique.isEmpty else { return StreamsSnapshot(events: [], versions: [:]) }
-        let placeholders = Array(repeating: "?", count: unique.count).joined(separator: ", ")
+        let conditions = Array(repeating: "(stream_id = ? AND stream_version > ?)", count: unique.count).joined(separator: " OR ")
         let rows = try await readQuery(
-            "SELECT \(Self.columns) FROM events WHERE stream_id IN (\(placeholders)) ORDER BY global_position",
-            unique.map { .text($0.rawValue) }
+            "SELECT \(Self.columns) FROM events WHERE \(conditions) ORDER BY global_position",
+            unique.flatMap { [SQLiteData.text($0.rawValue), .integer(knownVersions[$0] ?? 0)] }
         )
         let events = try rows.map(Self.decode)
-        var versions = Dictionary(uniqueKeysWithValues: unique.map { ($0, 0) })
+        var versions = Dictionary(uniqueKeysWithValues: unique.map { ($0, knownVersions[$0] ?? 0) })
         for event in events { versions[event.streamID] = event.streamVersion }
         return StreamsSnapshot(events: events, versions: versions)
     }

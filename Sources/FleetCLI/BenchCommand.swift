@@ -80,6 +80,8 @@ struct BenchCommand: AsyncParsableCommand {
         var residentMemoryEndMiB: [Double]
         /// The workers' summed resident memory every five seconds of the run (the soak's view), in MiB.
         var residentMemorySamplesMiB: [Double]
+        /// Process events that arrived in each second of the run: where the run was busy and where it waited.
+        var processEventsEachSecond: [Int]
         var brokerCeilingPerSecond: Double
         var storeCeilingPerSecond: Double
         var ratio: Double
@@ -209,6 +211,11 @@ struct BenchCommand: AsyncParsableCommand {
             latencyMilliseconds: ["p50": milliseconds(50), "p90": milliseconds(90), "p99": milliseconds(99), "max": Double(histogram.maxRecorded) / 1000],
             conflictsRetried: conflicts, residentMemoryStartMiB: mebibytes(memoryAtStart), residentMemoryEndMiB: mebibytes(memoryAtEnd),
             residentMemorySamplesMiB: sampler.samples.map { Double($0) / 1_048_576 },
+            processEventsEachSecond: report.eventArrivals.reduce(into: [Int]()) { counts, arrival in
+                let second = max(0, Int(arrival))
+                if counts.count <= second { counts.append(contentsOf: repeatElement(0, count: second + 1 - counts.count)) }
+                counts[second] += 1
+            },
             brokerCeilingPerSecond: brokerCeiling, storeCeilingPerSecond: storeCeiling, ratio: perSecond / max(1, min(brokerCeiling, storeCeiling))
         )
     }

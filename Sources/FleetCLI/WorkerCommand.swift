@@ -80,7 +80,9 @@ enum WorkerRuntime {
         let store = try await StoreConnection.open(configuration.storeURL, maximumPayloadBytes: configuration.maximumBodyBytes, logger: logger)
         logger.info("worker: store open", metadata: ["store": "\(store.description)"])
 
-        let runtime = ProcessRuntime(executor: CommandExecutor(store: store.store), metrics: ProcessMetrics(factory: metricsFactory))
+        let cache = configuration.streamCacheMiB > 0 ? StreamCache(maximumBytes: configuration.streamCacheMiB << 20) : nil
+        let cacheMetrics = cache.map { StreamCacheMetrics(cache: $0, factory: metricsFactory) }
+        let runtime = ProcessRuntime(executor: CommandExecutor(store: store.store, cache: cache), metrics: ProcessMetrics(factory: metricsFactory))
         let handlers: [String: any MessageHandler] = [
             "order-fulfillment": ProcessMessageHandler(
                 router: OrderFulfillmentRouter(consumer: "order-fulfillment", handler: OrderFulfillmentHandler(process: domain.orderProcess)),
@@ -104,6 +106,7 @@ enum WorkerRuntime {
                 if let admin, let reply = await admin.handle(request) { return reply }
                 switch (request.method, request.path) {
                 case ("GET", "/metrics"):
+                    cacheMetrics?.update()
                     return HTTPReply(status: 200, contentType: "text/plain; version=0.0.4", body: registry.emitToBuffer())
                 case ("GET", "/health/live"):
                     return .text(200, "ok\n")

@@ -1,6 +1,7 @@
 import EventCore
 import EventCoreTestKit
 import Foundation
+import Synchronization
 import Testing
 
 @Suite("Stream ids, event ids and keys")
@@ -208,6 +209,114 @@ struct ExecutorTests {
         #expect(first != other)
         #expect(first.contains("storeUnavailable") && first.contains("versionConflict") && first.contains("ok"))
     }
+}
+
+@Suite("Idempotency keys and the stream cache in the executor")
+struct ExecutorReadingTests {
+    let a = SampleBank.account(1), b = SampleBank.account(2)
+
+    @Test("with a key, a first execution looks nothing up; a redelivery whose decision fails reports the original result")
+    func keyLookedUpOnlyWhenTheDecisionFails() async throws {
+        let store = FaultInjectingEventStore(wrapping: InMemoryEventStore())
+        let executor = CommandExecutor(store: store, clock: ImmediateClock())
+        let options = ExecutionOptions(idempotencyKey: try IdempotencyKey(consumer: "accounts", messageID: "open-1"))
+        let open = SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 10)
+        let first = try await executor.execute(open, options: options)
+        #expect(first.outcome == .committed)
+        #expect(store.statistics.keyLookups == 0)
+        // Deciding again on the state the first execution left fails ("already open"): the key tells it was done.
+        let again = try await executor.execute(open, options: options)
+        #expect(again.outcome == .duplicate)
+        #expect(again.events == first.events)
+        #expect(store.statistics.keyLookups == 1)
+        // Without a recorded key the same failure is the command's own.
+        await #expect(throws: SampleBank.Refusal.self) {
+            try await executor.execute(open, options: ExecutionOptions(idempotencyKey: try IdempotencyKey(consumer: "accounts", messageID: "open-2")))
+        }
+        #expect(try await store.read(stream: a).version(of: a) == 2)
+    }
+
+    @Test("with a stream cache, a command reads only the events the executor does not hold")
+    func cacheReadsOnlyWhatIsNew() async throws {
+        let store = FaultInjectingEventStore(wrapping: InMemoryEventStore())
+        let cache = StreamCache()
+        let executor = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
+        _ = try await executor.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
+        for _ in 0..<5 { _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10)) }
+        // Its own appends extend the cache: after the first reads, nothing comes back from the store.
+        #expect(store.statistics.eventsRead == 0)
+        let codec = EventCodec()
+        let deposit = try codec.encode(SampleBank.Event.deposited(amount: 1))
+        _ = try await store.base.append(AppendRequest(events: [NewEvent(streamID: a, eventType: deposit.eventType, payload: deposit.payload)]))
+        let result = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 51))
+        #expect(result.outcome == .committed)
+        #expect(store.statistics.eventsRead == 1)
+        #expect(cache.statistics.streams == 2)
+        #expect(cache.statistics.hits == 11)
+        #expect(cache.statistics.misses == 2)
+        let ledger = try SampleBank.ledger(of: try await store.read([a, b]).events)
+        #expect(ledger.balances == [a: 0, b: 101])
+    }
+
+    @Test("the stream cache stays within its bound by dropping the streams used least recently")
+    func cacheBound() async throws {
+        let store = InMemoryEventStore()
+        let cache = StreamCache(maximumBytes: 4096)
+        let executor = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
+        for index in 1...40 {
+            _ = try await executor.execute(SampleBank.OpenAccount(account: SampleBank.account(index), owner: "owner \(index)", initialDeposit: index))
+        }
+        let statistics = cache.statistics
+        #expect(statistics.bytes <= 4096)
+        #expect(statistics.evictions > 0)
+        #expect(statistics.streams < 40)
+        // The latest account is still held; the first went long ago, and reading it again is a miss.
+        let misses = statistics.misses
+        _ = try await executor.execute(SampleBank.Transfer(from: SampleBank.account(40), to: SampleBank.account(1), amount: 40))
+        #expect(cache.statistics.misses == misses + 1)
+        let ledger = try SampleBank.ledger(of: try await store.read([SampleBank.account(1), SampleBank.account(40)]).events)
+        #expect(ledger.balances == [SampleBank.account(1): 41, SampleBank.account(40): 0])
+    }
+
+    @Test("a cached stream the store's answer does not continue is dropped and read again whole")
+    func cacheThatDoesNotFitIsReadAgain() async throws {
+        let first = InMemoryEventStore()
+        let store = SwitchingStore(first)
+        let cache = StreamCache()
+        let executor = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
+        _ = try await executor.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
+        _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 60))
+        // Another store behind the same executor, where a holds fewer events than the cache: a misuse the cache
+        // must survive by reading the whole streams, not by deciding on events the store does not have.
+        let second = InMemoryEventStore()
+        _ = try await CommandExecutor(store: second).execute(SampleBank.OpenAccount(account: a, owner: "bob", initialDeposit: 50))
+        store.switchTo(second)
+        let result = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 50))
+        #expect(result.outcome == .committed)
+        #expect(result.streamVersions == [a: 3, b: 1])
+        let ledger = try SampleBank.ledger(of: try await second.read([a, b]).events)
+        #expect(ledger.balances == [a: 0, b: 50])
+    }
+}
+
+/// A store whose backing store can be replaced under a running executor.
+private final class SwitchingStore: EventStore {
+    private let current: Mutex<any EventStore>
+
+    init(_ store: any EventStore) { current = Mutex(store) }
+
+    func switchTo(_ store: any EventStore) { current.withLock { $0 = store } }
+
+    private var store: any EventStore { current.withLock { $0 } }
+
+    func read(_ streams: [StreamID]) async throws -> StreamsSnapshot { try await store.read(streams) }
+    func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot {
+        try await store.read(streams, after: knownVersions)
+    }
+    func append(_ request: AppendRequest) async throws -> AppendResult { try await store.append(request) }
+    func appendResult(forIdempotencyKey key: IdempotencyKey) async throws -> AppendResult? { try await store.appendResult(forIdempotencyKey: key) }
+    func readAll(after position: Int, limit: Int) async throws -> [StoredEvent] { try await store.readAll(after: position, limit: limit) }
+    func events(matching query: EventQuery) async throws -> [StoredEvent] { try await store.events(matching: query) }
 }
 
 @Suite("Given, when, then")

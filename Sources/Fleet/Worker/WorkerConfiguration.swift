@@ -20,6 +20,9 @@ public struct WorkerConfiguration: Sendable, Equatable {
     /// Messages that arrived shortly before their due time (timeouts, retries) this worker may hold until they
     /// are due, on top of `prefetch` for the timeouts queue. See ``DelayTiming``.
     public var holdCapacity: Int = 2048
+    /// MiB of recently used streams kept in memory, so a command on a process reads only the events appended
+    /// since this worker last saw it (every command still reads from the store); 0 keeps none.
+    public var streamCacheMiB: Int = 16
     /// Address the HTTP endpoint (metrics, health, admin) listens on.
     public var httpHost: String = "127.0.0.1"
     /// Port of the HTTP endpoint; 0 turns it off.
@@ -59,6 +62,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         Key(name: "FLEET_CONCURRENCY", isSecret: false, summary: "messages handled at once"),
         Key(name: "FLEET_PREFETCH", isSecret: false, summary: "broker prefetch per queue"),
         Key(name: "FLEET_HOLD_CAPACITY", isSecret: false, summary: "timeouts and retries held until their due time"),
+        Key(name: "FLEET_STREAM_CACHE_MIB", isSecret: false, summary: "MiB of recently used streams kept in memory (0 = none)"),
         Key(name: "FLEET_HTTP_HOST", isSecret: false, summary: "HTTP listen address"),
         Key(name: "FLEET_HTTP_PORT", isSecret: false, summary: "HTTP port for /metrics, /health/*, /admin (0 = off)"),
         Key(name: "FLEET_ADMIN_TOKEN", isSecret: true, summary: "bearer token of the admin API (unset = admin API off)"),
@@ -103,6 +107,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         if let number = try integer("FLEET_CONCURRENCY", 1...4096) { concurrency = number }
         if let number = try integer("FLEET_PREFETCH", 1...65535) { prefetch = number }
         if let number = try integer("FLEET_HOLD_CAPACITY", 0...60_000) { holdCapacity = number }
+        if let number = try integer("FLEET_STREAM_CACHE_MIB", 0...65_536) { streamCacheMiB = number }
         if let host = try value("FLEET_HTTP_HOST") { httpHost = host }
         if let number = try integer("FLEET_HTTP_PORT", 0...65535) { httpPort = number }
         if let token = try value("FLEET_ADMIN_TOKEN") {
