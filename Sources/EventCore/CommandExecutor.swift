@@ -111,9 +111,14 @@ public struct CommandExecutor: Sendable {
     public func execute<C: Command>(_ command: C, options: ExecutionOptions = ExecutionOptions()) async throws -> CommandResult {
         let policy = configuration.retryPolicy
         var attempt = 1
+        var trusting = true
         while true {
             do {
-                return try await decideAndAppend(command, options: options, attempt: attempt)
+                return try await decideAndAppend(command, options: options, attempt: attempt, trusting: trusting)
+            } catch is StaleCacheConflict {
+                // Decided on cached streams another writer had changed: decide again at once, on a fresh read.
+                attempt += 1
+                trusting = false
             } catch let error as EventStoreError where error.code == .versionConflict {
                 guard policy.allowsRetry(afterAttempt: attempt) else {
                     var exhausted = error
@@ -123,6 +128,7 @@ public struct CommandExecutor: Sendable {
                 }
                 try await clock.sleep(for: policy.delay(beforeRetry: attempt, unitRandom: unitRandom()))
                 attempt += 1
+                trusting = false
             } catch let error as EventStoreError where error.isRetryable {
                 throw error
             } catch {
@@ -170,6 +176,11 @@ public struct CommandExecutor: Sendable {
             snapshot.events = merged
         }
         remember(snapshot, of: streams.filter { held[$0] == nil || !(newByStream[$0]?.isEmpty ?? true) }, in: cache)
+        // A held stream nobody else appended to since this executor last used it is trusted from now on.
+        for (stream, (_, version)) in held where newByStream[stream] == nil {
+            cache.setTrusted(stream, at: version, true)
+        }
+        cache.observe(stale: held.keys.contains { newByStream[$0] != nil })
         return snapshot
     }
 
@@ -183,13 +194,23 @@ public struct CommandExecutor: Sendable {
         }
     }
 
-    /// One attempt: read and fold (again for every round of discovery), decide, append.
-    private func decideAndAppend<C: Command>(_ command: C, options: ExecutionOptions, attempt: Int) async throws -> CommandResult {
+    /// One attempt: read and fold (again for every round of discovery), decide, append. With `trusting`, streams
+    /// the cache trusts are not read; a decision on them that fails or decides nothing is made again on a fresh
+    /// read, and one whose append conflicts throws ``StaleCacheConflict``.
+    private func decideAndAppend<C: Command>(_ command: C, options: ExecutionOptions, attempt: Int, trusting: Bool) async throws -> CommandResult {
         var streams: [StreamID] = []
         for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
         var round = 0
+        var trusting = trusting
         while true {
-            let snapshot = try await read(streams)
+            let snapshot: StreamsSnapshot
+            var unverified = false
+            if trusting, let cached = cache?.trustedSnapshot(streams) {
+                snapshot = cached
+                unverified = true
+            } else {
+                snapshot = try await read(streams)
+            }
             var state = command.initialState
             for stored in snapshot.events {
                 if let event = try codec.decode(stored, as: C.Event.self) {
@@ -200,7 +221,13 @@ public struct CommandExecutor: Sendable {
             for stream in streams { versions[stream] = snapshot.version(of: stream) }
             let resolver = StreamResolver()
             let context = CommandContext(streams: streams, versions: versions, resolver: resolver, attempt: attempt)
-            let writes = try command.handle(state, context: context)
+            let writes: [StreamWrite<C.Event>]
+            do {
+                writes = try command.handle(state, context: context)
+            } catch where unverified {
+                trusting = false
+                continue
+            }
             let discovered = resolver.requestedStreams.filter { !streams.contains($0) }
             if !discovered.isEmpty {
                 round += 1
@@ -214,7 +241,19 @@ public struct CommandExecutor: Sendable {
                 streams.append(contentsOf: discovered)
                 continue
             }
-            return try await append(writes, versions: versions, options: options, attempt: attempt)
+            if unverified && writes.isEmpty && options.idempotencyKey == nil {
+                // Nothing to append would check the cached streams: check them by reading before deciding nothing.
+                trusting = false
+                continue
+            }
+            do {
+                let result = try await append(writes, versions: versions, options: options, attempt: attempt)
+                if unverified { cache?.observe(stale: false) }
+                return result
+            } catch let error as EventStoreError where unverified && error.code == .versionConflict {
+                cache?.distrust(streams)
+                throw StaleCacheConflict()
+            }
         }
     }
 
@@ -263,3 +302,6 @@ public struct CommandExecutor: Sendable {
         }
     }
 }
+
+/// A decision made on trusted cached streams met a version conflict: another writer had got in first.
+private struct StaleCacheConflict: Error {}

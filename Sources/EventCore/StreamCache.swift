@@ -2,13 +2,26 @@ import Foundation
 import Synchronization
 
 /// The streams a ``CommandExecutor`` has read and written, kept so that the next command on them asks the store
-/// only for what is new (``EventStore/read(_:after:)``) instead of reading every event again.
+/// only for what is new (``EventStore/read(_:after:)``), or, for streams nobody else writes, nothing at all.
 ///
-/// What it holds is never trusted for a decision on its own: every command still reads from the store, in the
-/// same round trip as without a cache, and gets the events appended since by anyone. It only saves the store
-/// from sending, and the executor from decoding rows, for the events it already has. Events are immutable and
-/// a stream's versions have no gaps, so the cached events followed by the new ones are exactly the stream; a
-/// read that does not fit (a version behind the cached one, a gap) drops the entry and reads the whole stream.
+/// Events are immutable and a stream's versions have no gaps, so the cached events followed by the new ones
+/// are exactly the stream; a read that does not fit (a version behind the cached one, a gap) drops the entries
+/// and reads the whole streams.
+///
+/// With ``Verification/onRead`` every command still reads from the store, in the same round trip as without a
+/// cache, and gets the events appended since by anyone. With ``Verification/onAppend`` (the default) a stream
+/// this executor has read is trusted until a decision on it meets a version conflict, and again once it has been
+/// read again: a command whose streams are all trusted decides on the cached events without reading,
+/// and its append's expected versions check them. If another writer got in between, the append fails with a
+/// version conflict, the streams lose their trust, and the command is decided again at once on a fresh read;
+/// a decision that fails or decides nothing on trusted streams is also made again on a fresh read before it
+/// counts. A process advanced by one worker then costs one round trip per command.
+///
+/// Trust pays only while other writers seldom get in between: a decision on a stale stream costs a conflict and
+/// two more round trips. So the cache also keeps a moving average of how often a check (a read of held streams,
+/// or the append of a decision made without reading) finds that another writer got in first, and stops trusting
+/// while that exceeds a quarter: where several workers take turns on the same processes, every command reads
+/// what is new, as with ``Verification/onRead``.
 ///
 /// Bounded by an estimate of the bytes its events take; the streams used least recently go first. Share one
 /// cache per store (a cache filled from one store must not serve another). Thread-safe.
@@ -25,13 +38,35 @@ public final class StreamCache: Sendable {
         public var streams = 0
         /// The estimated bytes held now.
         public var bytes = 0
+        /// Commands decided on trusted streams without reading them.
+        public var readsSkipped = 0
+        /// Of those, the ones another writer had got in before: their append conflicted and they were decided again.
+        public var trustBroken = 0
+        /// The moving average (over about the last 32 checks) of the share of checks that found another writer
+        /// had got in first. Above ``StreamCache/trustLimit`` no stream is trusted.
+        public var recentStaleness = 0.0
 
         /// All zero: a cache that has done nothing yet.
         public init() {}
     }
 
+    /// When a command's cached streams are checked against the store.
+    public enum Verification: Sendable, Hashable {
+        /// Every command reads what is new in its streams before it decides.
+        case onRead
+        /// A command whose streams all went unchanged by others since their last check decides without reading;
+        /// its append checks them.
+        case onAppend
+    }
+
+    /// The share of stale checks above which nothing is trusted: a stale decision costs two more round trips than
+    /// a read saves, so trust pays below a half; a quarter leaves room for the conflicts' own cost.
+    public static let trustLimit = 0.25
+
     /// The estimated size above which the least recently used streams are dropped.
     public let maximumBytes: Int
+    /// When cached streams are checked against the store.
+    public let verification: Verification
 
     /// The events of one stream, complete up to `version`.
     struct Entry {
@@ -39,6 +74,8 @@ public final class StreamCache: Sendable {
         var version: Int
         var bytes: Int
         var lastUse: UInt64
+        /// Whether the last check found that nobody else had appended since this executor last used the stream.
+        var trusted: Bool
     }
 
     private struct State {
@@ -50,9 +87,10 @@ public final class StreamCache: Sendable {
     private let state = Mutex(State())
 
     /// Creates a cache holding up to about `maximumBytes` of events (payloads, type names and metadata, plus a
-    /// fixed overhead per event).
-    public init(maximumBytes: Int = 16 << 20) {
+    /// fixed overhead per event), checking its streams as `verification` says.
+    public init(maximumBytes: Int = 16 << 20, verification: Verification = .onAppend) {
         self.maximumBytes = max(0, maximumBytes)
+        self.verification = verification
     }
 
     /// What the cache has done so far.
@@ -76,7 +114,56 @@ public final class StreamCache: Sendable {
         }
     }
 
+    /// The whole of `streams` as a snapshot, if every one of them is held and trusted; counts a skipped read.
+    func trustedSnapshot(_ streams: [StreamID]) -> StreamsSnapshot? {
+        guard verification == .onAppend else { return nil }
+        return state.withLock { state in
+            guard state.statistics.recentStaleness <= Self.trustLimit else { return nil }
+            var events: [StoredEvent] = []
+            var versions: [StreamID: Int] = [:]
+            for stream in streams {
+                guard let entry = state.entries[stream], entry.trusted else { return nil }
+                events.append(contentsOf: entry.events)
+                versions[stream] = entry.version
+            }
+            state.tick &+= 1
+            for stream in streams { state.entries[stream]?.lastUse = state.tick }
+            state.statistics.hits += streams.count
+            state.statistics.readsSkipped += 1
+            if streams.count > 1 { events.sort { $0.globalPosition < $1.globalPosition } }
+            return StreamsSnapshot(events: events, versions: versions)
+        }
+    }
+
+    /// Marks whether `stream`, held at `version`, was found unchanged by others at its last check.
+    func setTrusted(_ stream: StreamID, at version: Int, _ trusted: Bool) {
+        state.withLock { state in
+            if state.entries[stream]?.version == version { state.entries[stream]?.trusted = trusted }
+        }
+    }
+
+    /// Withdraws trust from `streams` after a decision made on them met a version conflict.
+    func distrust(_ streams: [StreamID]) {
+        state.withLock { state in
+            for stream in streams { state.entries[stream]?.trusted = false }
+            state.statistics.trustBroken += 1
+            Self.observe(stale: true, in: &state)
+        }
+    }
+
+    /// Counts a check of held streams: `stale` if another writer had appended to one of them since this executor
+    /// last used it.
+    func observe(stale: Bool) {
+        state.withLock { Self.observe(stale: stale, in: &$0) }
+    }
+
+    private static func observe(stale: Bool, in state: inout State) {
+        state.statistics.recentStaleness += ((stale ? 1 : 0) - state.statistics.recentStaleness) / 32
+    }
+
     /// Holds `events`, the whole of `stream` up to `version`, unless the cache already holds a later version.
+    /// It was just read, so it is trusted (while checks stay mostly fresh, see ``trustLimit``) until a decision on
+    /// it conflicts.
     func record(_ stream: StreamID, events: [StoredEvent], version: Int) {
         let bytes = Self.estimatedBytes(events)
         state.withLock { state in
@@ -86,7 +173,7 @@ public final class StreamCache: Sendable {
                 return
             }
             state.tick &+= 1
-            let previous = state.entries.updateValue(Entry(events: events, version: version, bytes: bytes, lastUse: state.tick), forKey: stream)
+            let previous = state.entries.updateValue(Entry(events: events, version: version, bytes: bytes, lastUse: state.tick, trusted: true), forKey: stream)
             state.statistics.bytes += bytes - (previous?.bytes ?? 0)
             state.statistics.streams = state.entries.count
             evictIfNeeded(&state)

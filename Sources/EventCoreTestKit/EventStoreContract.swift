@@ -781,5 +781,21 @@ extension EventStoreContract {
             try requireEqual(ledger.balances, [a: 0, b: 170], "balances")
             try require(cache.statistics.hits >= 4, "the cache served the later commands: \(cache.statistics)")
         },
+        Case("an executor that trusts its cache decides again, on a fresh read, when another writer got in first") { store in
+            let a = SampleBank.account(1), b = SampleBank.account(2)
+            let cache = StreamCache(verification: .onAppend)
+            let cached = CommandExecutor(store: store, cache: cache, clock: ImmediateClock(), unitRandom: { 0.5 })
+            _ = try await cached.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
+            for _ in 0..<3 { _ = try await cached.execute(SampleBank.Transfer(from: a, to: b, amount: 10)) }
+            try require(cache.statistics.readsSkipped >= 1, "a command was decided without reading: \(cache.statistics)")
+            _ = try await store.append(AppendRequest(events: deposits([5], to: a)))
+            // 70 left in the cache, enough: the decision is made, and its append conflicts.
+            let result = try await cached.execute(SampleBank.Transfer(from: a, to: b, amount: 70))
+            try requireEqual(result.outcome, .committed, "committed on the fresh state")
+            try requireEqual(result.attempts, 2, "decided twice")
+            try requireEqual(result.streamVersions, [a: 7, b: 4], "versions")
+            let ledger = try SampleBank.ledger(of: try await store.read([a, b]).events)
+            try requireEqual(ledger.balances, [a: 5, b: 100], "balances")
+        },
     ]
 }

@@ -80,7 +80,9 @@ enum WorkerRuntime {
         let store = try await StoreConnection.open(configuration.storeURL, maximumPayloadBytes: configuration.maximumBodyBytes, logger: logger)
         logger.info("worker: store open", metadata: ["store": "\(store.description)"])
 
-        let cache = configuration.streamCacheMiB > 0 ? StreamCache(maximumBytes: configuration.streamCacheMiB << 20) : nil
+        let cache = configuration.streamCacheMiB > 0
+            ? StreamCache(maximumBytes: configuration.streamCacheMiB << 20, verification: configuration.streamCacheVerify == "read" ? .onRead : .onAppend)
+            : nil
         let cacheMetrics = cache.map { StreamCacheMetrics(cache: $0, factory: metricsFactory) }
         let runtime = ProcessRuntime(executor: CommandExecutor(store: store.store, cache: cache), metrics: ProcessMetrics(factory: metricsFactory))
         let handlers: [String: any MessageHandler] = [

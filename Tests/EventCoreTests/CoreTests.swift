@@ -236,10 +236,10 @@ struct ExecutorReadingTests {
         #expect(try await store.read(stream: a).version(of: a) == 2)
     }
 
-    @Test("with a stream cache, a command reads only the events the executor does not hold")
+    @Test("with a stream cache checked on read, a command reads only the events the executor does not hold")
     func cacheReadsOnlyWhatIsNew() async throws {
         let store = FaultInjectingEventStore(wrapping: InMemoryEventStore())
-        let cache = StreamCache()
+        let cache = StreamCache(verification: .onRead)
         let executor = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
         _ = try await executor.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
         for _ in 0..<5 { _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10)) }
@@ -256,6 +256,69 @@ struct ExecutorReadingTests {
         #expect(cache.statistics.misses == 2)
         let ledger = try SampleBank.ledger(of: try await store.read([a, b]).events)
         #expect(ledger.balances == [a: 0, b: 101])
+    }
+
+    @Test("a cache checked on append skips the reads of streams only this executor writes, and catches other writers")
+    func trustedCache() async throws {
+        let store = FaultInjectingEventStore(wrapping: InMemoryEventStore())
+        let cache = StreamCache()
+        #expect(cache.verification == .onAppend)
+        let executor = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
+        _ = try await executor.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
+        for _ in 0..<4 { _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 10)) }
+        // Read: the opening (a unknown) and the first transfer (b unknown); then none.
+        #expect(store.statistics.readsForwarded == 2)
+        #expect(cache.statistics.readsSkipped == 3)
+        let codec = EventCodec()
+        func deposit(_ amount: Int) async throws {
+            let encoded = try codec.encode(SampleBank.Event.deposited(amount: amount))
+            _ = try await store.base.append(AppendRequest(events: [NewEvent(streamID: a, eventType: encoded.eventType, payload: encoded.payload)]))
+        }
+        // Another writer deposits. On the cached state the transfer decides nothing; that is checked by a read.
+        try await deposit(40)
+        let short = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 90))
+        #expect(short.outcome == .committed)
+        #expect(short.attempts == 1)
+        // A command that finds a unchanged makes it trusted again. Then another deposit: the decision on the cached
+        // state (10 left, enough for 5) is not committed, its append conflicts, and the command is decided again at
+        // once on a fresh read (15 left).
+        _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 0))
+        try await deposit(5)
+        let reads = store.statistics.readsForwarded
+        let caught = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 5))
+        #expect(caught.outcome == .committed)
+        #expect(caught.attempts == 2)
+        #expect(cache.statistics.trustBroken == 1)
+        #expect(store.statistics.readsForwarded == reads + 1)
+        let ledger = try SampleBank.ledger(of: try await store.base.read([a, b]).events)
+        #expect(ledger.balances == [a: 10, b: 135])
+    }
+
+    @Test("where another writer keeps getting in between, the cache stops trusting and reads")
+    func trustWithdrawnUnderSharedWriting() async throws {
+        let store = FaultInjectingEventStore(wrapping: InMemoryEventStore())
+        let cache = StreamCache()
+        let executor = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
+        let codec = EventCodec()
+        let encoded = try codec.encode(SampleBank.Event.deposited(amount: 10))
+        _ = try await executor.execute(SampleBank.OpenAccount(account: a, owner: "ann", initialDeposit: 100))
+        for _ in 0..<3 { _ = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 1)) }
+        #expect(cache.statistics.readsSkipped == 2)
+        // The other writer gets in before every other command: each stream is found unchanged half of the time, so
+        // trusting it would cost a conflict every other command.
+        for _ in 0..<20 {
+            _ = try await store.base.append(AppendRequest(events: [NewEvent(streamID: a, eventType: encoded.eventType, payload: encoded.payload)]))
+            for _ in 0..<2 {
+                let result = try await executor.execute(SampleBank.Transfer(from: a, to: b, amount: 1))
+                #expect(result.outcome == .committed)
+            }
+        }
+        let statistics = cache.statistics
+        #expect(statistics.recentStaleness > StreamCache.trustLimit)
+        // Trust goes after a few broken decisions instead of costing a conflict on each of the 20 turns.
+        #expect(statistics.trustBroken >= 1 && statistics.trustBroken <= 6)
+        let ledger = try SampleBank.ledger(of: try await store.base.read([a, b]).events)
+        #expect(ledger.balances == [a: 97 + 200 - 40, b: 43])
     }
 
     @Test("the stream cache stays within its bound by dropping the streams used least recently")

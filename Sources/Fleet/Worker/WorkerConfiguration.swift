@@ -23,6 +23,10 @@ public struct WorkerConfiguration: Sendable, Equatable {
     /// MiB of recently used streams kept in memory, so a command on a process reads only the events appended
     /// since this worker last saw it (every command still reads from the store); 0 keeps none.
     public var streamCacheMiB: Int = 16
+    /// When cached streams are checked against the store: `append` (a stream no other worker touched since its
+    /// last check is not read again; the append's expected versions check it, and a conflict sends the command
+    /// back to a fresh read) or `read` (every command reads what is new). See `StreamCache`.
+    public var streamCacheVerify: String = "append"
     /// Address the HTTP endpoint (metrics, health, admin) listens on.
     public var httpHost: String = "127.0.0.1"
     /// Port of the HTTP endpoint; 0 turns it off.
@@ -63,6 +67,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         Key(name: "FLEET_PREFETCH", isSecret: false, summary: "broker prefetch per queue"),
         Key(name: "FLEET_HOLD_CAPACITY", isSecret: false, summary: "timeouts and retries held until their due time"),
         Key(name: "FLEET_STREAM_CACHE_MIB", isSecret: false, summary: "MiB of recently used streams kept in memory (0 = none)"),
+        Key(name: "FLEET_STREAM_CACHE_VERIFY", isSecret: false, summary: "when cached streams are checked: append or read"),
         Key(name: "FLEET_HTTP_HOST", isSecret: false, summary: "HTTP listen address"),
         Key(name: "FLEET_HTTP_PORT", isSecret: false, summary: "HTTP port for /metrics, /health/*, /admin (0 = off)"),
         Key(name: "FLEET_ADMIN_TOKEN", isSecret: true, summary: "bearer token of the admin API (unset = admin API off)"),
@@ -108,6 +113,12 @@ public struct WorkerConfiguration: Sendable, Equatable {
         if let number = try integer("FLEET_PREFETCH", 1...65535) { prefetch = number }
         if let number = try integer("FLEET_HOLD_CAPACITY", 0...60_000) { holdCapacity = number }
         if let number = try integer("FLEET_STREAM_CACHE_MIB", 0...65_536) { streamCacheMiB = number }
+        if let verify = try value("FLEET_STREAM_CACHE_VERIFY") {
+            guard ["append", "read"].contains(verify) else {
+                throw Invalid(key: "FLEET_STREAM_CACHE_VERIFY", problem: "must be append or read, not \(verify.prefix(20))")
+            }
+            streamCacheVerify = verify
+        }
         if let host = try value("FLEET_HTTP_HOST") { httpHost = host }
         if let number = try integer("FLEET_HTTP_PORT", 0...65535) { httpPort = number }
         if let token = try value("FLEET_ADMIN_TOKEN") {
