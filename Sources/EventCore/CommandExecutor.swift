@@ -184,6 +184,34 @@ public struct CommandExecutor: Sendable {
         return snapshot
     }
 
+    /// Folds `snapshot` into `command`'s state. Events the cache holds already decoded as the command's event type
+    /// are not decoded again, and what is decoded here is kept for the next command.
+    private func fold<C: Command>(_ snapshot: StreamsSnapshot, of streams: [StreamID], for command: C) throws -> C.State {
+        var state = command.initialState
+        guard let cache else {
+            for stored in snapshot.events {
+                if let event = try codec.decode(stored, as: C.Event.self) { command.apply(&state, event, recorded: stored) }
+            }
+            return state
+        }
+        let known = cache.decoded(streams, as: C.Event.self)
+        var fresh: [StreamID: (first: Int, values: [C.Event?])] = [:]
+        for stored in snapshot.events {
+            let event: C.Event?
+            if let values = known[stored.streamID], stored.streamVersion <= values.count {
+                event = values[stored.streamVersion - 1]
+            } else {
+                event = try codec.decode(stored, as: C.Event.self)
+                fresh[stored.streamID, default: (stored.streamVersion, [])].values.append(event)
+            }
+            if let event { command.apply(&state, event, recorded: stored) }
+        }
+        for (stream, decoded) in fresh {
+            cache.keepDecoded(stream, from: decoded.first, decoded.values, as: C.Event.self)
+        }
+        return state
+    }
+
     /// Keeps the whole `streams` of `snapshot` in `cache`.
     private func remember(_ snapshot: StreamsSnapshot, of streams: [StreamID], in cache: StreamCache) {
         guard !streams.isEmpty else { return }
@@ -211,12 +239,7 @@ public struct CommandExecutor: Sendable {
             } else {
                 snapshot = try await read(streams)
             }
-            var state = command.initialState
-            for stored in snapshot.events {
-                if let event = try codec.decode(stored, as: C.Event.self) {
-                    command.apply(&state, event, recorded: stored)
-                }
-            }
+            let state = try fold(snapshot, of: streams, for: command)
             var versions: [StreamID: Int] = [:]
             for stream in streams { versions[stream] = snapshot.version(of: stream) }
             let resolver = StreamResolver()

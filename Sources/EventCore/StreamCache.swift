@@ -76,7 +76,20 @@ public final class StreamCache: Sendable {
         var lastUse: UInt64
         /// Whether the last check found that nobody else had appended since this executor last used the stream.
         var trusted: Bool
+        /// The events decoded as each event type a command folded them into (`[Event?]`, one per event from the
+        /// first, `nil` where the type does not handle the event), so a fold decodes each event once per type.
+        var decoded: [ObjectIdentifier: DecodedEvents] = [:]
     }
+
+    /// Events decoded as one type: a prefix of a stream's events, each decoded or `nil`.
+    struct DecodedEvents: @unchecked Sendable {
+        /// An `[Event?]` of the type the entry is keyed by. Only ever read as that type; never mutated once shared.
+        var values: Any
+        var count: Int
+    }
+
+    /// The estimated memory of one decoded event.
+    static let decodedEventBytes = 96
 
     private struct State {
         var entries: [StreamID: Entry] = [:]
@@ -142,6 +155,39 @@ public final class StreamCache: Sendable {
         }
     }
 
+    /// The events of `streams` already decoded as `Event`: for each stream held, the decoded values of its first
+    /// events in version order (possibly fewer than it holds).
+    func decoded<Event: DomainEvent>(_ streams: [StreamID], as type: Event.Type) -> [StreamID: [Event?]] {
+        let key = ObjectIdentifier(type)
+        return state.withLock { state in
+            var found: [StreamID: [Event?]] = [:]
+            for stream in streams {
+                if let values = state.entries[stream]?.decoded[key]?.values as? [Event?] { found[stream] = values }
+            }
+            return found
+        }
+    }
+
+    /// Keeps `values`, the events of `stream` from version `first` on decoded as `Event`, if they continue what is
+    /// kept for that type and the cache holds those events.
+    func keepDecoded<Event: DomainEvent>(_ stream: StreamID, from first: Int, _ values: [Event?], as type: Event.Type) {
+        guard !values.isEmpty else { return }
+        let key = ObjectIdentifier(type)
+        state.withLock { state in
+            guard var entry = state.entries[stream], first + values.count - 1 <= entry.events.count else { return }
+            var kept = entry.decoded[key].flatMap { $0.values as? [Event?] } ?? []
+            guard kept.count == first - 1 else { return }
+            entry.decoded[key] = nil  // one reference to the array while appending
+            kept.append(contentsOf: values)
+            entry.decoded[key] = DecodedEvents(values: kept, count: kept.count)
+            let added = values.count * Self.decodedEventBytes
+            entry.bytes += added
+            state.entries[stream] = entry
+            state.statistics.bytes += added
+            evictIfNeeded(&state)
+        }
+    }
+
     /// Withdraws trust from `streams` after a decision made on them met a version conflict.
     func distrust(_ streams: [StreamID]) {
         state.withLock { state in
@@ -173,8 +219,15 @@ public final class StreamCache: Sendable {
                 return
             }
             state.tick &+= 1
-            let previous = state.entries.updateValue(Entry(events: events, version: version, bytes: bytes, lastUse: state.tick, trusted: true), forKey: stream)
-            state.statistics.bytes += bytes - (previous?.bytes ?? 0)
+            var entry = Entry(events: events, version: version, bytes: bytes, lastUse: state.tick, trusted: true)
+            // The same stream read further: what was decoded of its first events still holds.
+            if let held = state.entries[stream], let last = held.events.last, held.events.count <= events.count,
+               events[held.events.count - 1].id == last.id {
+                entry.decoded = held.decoded
+                entry.bytes += held.decoded.values.reduce(0) { $0 + $1.count * Self.decodedEventBytes }
+            }
+            let previous = state.entries.updateValue(entry, forKey: stream)
+            state.statistics.bytes += entry.bytes - (previous?.bytes ?? 0)
             state.statistics.streams = state.entries.count
             evictIfNeeded(&state)
         }

@@ -42,7 +42,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Trips per run.") var trips: Int = 200
     @Option(help: "Orders and trips opened per second (0 = as fast as the broker takes them).") var rate: Int = 0
     @Option(help: "Messages through the broker-path ceiling.") var ceilingMessages: Int = 20000
-    @Option(help: "Messages handled at once per worker (as FLEET_CONCURRENCY).") var concurrency: Int = 32
+    @Option(help: "Messages handled at once per worker (as FLEET_CONCURRENCY).") var concurrency: Int = WorkerConfiguration().concurrency
     @Option(help: "Seconds an order step may take before its timeout fires (a backlog must not outlast it).") var stepTimeout: Int = 30
     @Option(help: "Instead of fleet runs: schedule this many timeouts through the delay levels at once and measure their lateness.")
     var timeouts: Int = 0

@@ -47,11 +47,16 @@ public struct ProcessMetrics: Sendable {
     public func record(_ result: CommandResult) {
         guard result.outcome == .committed else { return }
         let codec = EventCodec()
-        for stored in result.events {
+        for stored in result.events where Self.counted.contains(stored.eventType) {
             guard let event = try? codec.decode(stored, as: ProcessLifecycleEvent.self) else { continue }
             record(event)
         }
     }
+
+    /// The lifecycle events that move a metric; the others are not even decoded.
+    private static let counted: Set<String> = [
+        ProcessLifecycleEvent.TypeName.started, ProcessLifecycleEvent.TypeName.completed, ProcessLifecycleEvent.TypeName.failed,
+    ]
 
     /// Counts one committed lifecycle event.
     public func record(_ event: ProcessLifecycleEvent) {

@@ -72,7 +72,9 @@ public struct ProcessExecution: Sendable {
         var scheduled: [ScheduledTimeout] = []
         var cancelled: [CancelledTimeout] = []
         let codec = EventCodec()
-        for stored in result.events {
+        // Only the timeout events matter here: the others are not even decoded.
+        for stored in result.events
+        where stored.eventType == ProcessLifecycleEvent.TypeName.timeoutScheduled || stored.eventType == ProcessLifecycleEvent.TypeName.timeoutCancelled {
             guard let event = try? codec.decode(stored, as: ProcessLifecycleEvent.self) else { continue }
             switch event {
             case .timeoutScheduled(let timeout):

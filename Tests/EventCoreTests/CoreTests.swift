@@ -321,6 +321,28 @@ struct ExecutorReadingTests {
         #expect(ledger.balances == [a: 97 + 200 - 40, b: 43])
     }
 
+    @Test("with a stream cache, each stored event is decoded once, not once per command that folds it")
+    func decodedOnce() async throws {
+        let cache = StreamCache()
+        let store = InMemoryEventStore()
+        let cached = CommandExecutor(store: store, cache: cache, clock: ImmediateClock())
+        let before = Tally.decodes.load(ordering: .relaxed)
+        for expected in 0..<12 {
+            let result = try await cached.execute(Tally.Count(expected: expected))
+            #expect(result.outcome == .committed)
+        }
+        // 12 commands fold 0 + 1 + ... + 11 = 66 events; each of the 11 stored before the last is decoded once.
+        #expect(Tally.decodes.load(ordering: .relaxed) - before == 11)
+        // Without a cache every fold decodes everything again; the state is the same.
+        let plain = CommandExecutor(store: store, clock: ImmediateClock())
+        let again = Tally.decodes.load(ordering: .relaxed)
+        _ = try await plain.execute(Tally.Count(expected: 12))
+        #expect(Tally.decodes.load(ordering: .relaxed) - again == 12)
+        // The cached executor decodes only its own last event and the other executor's.
+        _ = try await cached.execute(Tally.Count(expected: 13))
+        #expect(Tally.decodes.load(ordering: .relaxed) - again == 12 + 2)
+    }
+
     @Test("the stream cache stays within its bound by dropping the streams used least recently")
     func cacheBound() async throws {
         let store = InMemoryEventStore()
@@ -359,6 +381,38 @@ struct ExecutorReadingTests {
         #expect(result.streamVersions == [a: 3, b: 1])
         let ledger = try SampleBank.ledger(of: try await second.read([a, b]).events)
         #expect(ledger.balances == [a: 0, b: 50])
+    }
+}
+
+/// Events that count their decodings, and a command that appends one after checking how many it folded.
+private enum Tally {
+    static let decodes = Atomic<Int>(0)
+    static let stream = try! StreamID("tally")
+
+    struct Counted: DomainEvent {
+        var eventType: String { "Counted" }
+        init() {}
+        init(from decoder: any Decoder) throws {
+            _ = try decoder.singleValueContainer()
+            Tally.decodes.add(1, ordering: .relaxed)
+        }
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(1)
+        }
+    }
+
+    struct Miscount: Error {}
+
+    struct Count: Command {
+        var expected: Int
+        var readStreams: [StreamID] { [Tally.stream] }
+        var initialState: Int { 0 }
+        func apply(_ state: inout Int, _ event: Counted) { state += 1 }
+        func handle(_ state: Int, context: CommandContext) throws -> [StreamWrite<Counted>] {
+            guard state == expected else { throw Miscount() }
+            return [try context.write(Counted(), to: Tally.stream)]
+        }
     }
 }
 
