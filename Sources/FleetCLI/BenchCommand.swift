@@ -172,7 +172,7 @@ struct BenchCommand: AsyncParsableCommand {
     func runFleet(kind: String, workers count: Int, storeURL: String, topology: Topology, admin: AMQPConnection,
                   brokerCeiling: Double, storeCeiling: Double, logger: Logger) async throws -> Result {
         for queue in topology.queues where queue.queueType != "stream" { _ = try await admin.purgeQueue(queue.name) }
-        let firstPort = Int.random(in: 20_000..<40_000)
+        let firstPort = Int.random(in: 20_000..<32_000)  // below the kernel's ephemeral ports (32768 on)
         let fleet = try LocalFleet(count: count, storeURL: storeURL, topologyPath: self.topology, amqpURL: amqpURL, directory: directory,
                                    name: "bench-\(kind)-\(count)", orderStepTimeout: stepTimeout, orderDeadline: 900, firstHTTPPort: firstPort,
                                    concurrency: concurrency)

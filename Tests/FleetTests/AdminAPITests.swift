@@ -245,7 +245,7 @@ struct AdminAPITests {
     /// Starts a worker with `arguments` on a fresh virtual host and waits until it consumes and serves HTTP.
     static func withWorker(storeURL: String, arguments: [String], _ body: (Fleet, Int) async throws -> Void) async throws {
         try await Fleet.with(storeURL: storeURL) { fleet in
-            let port = Int.random(in: 30_000..<40_000)
+            let port = TestPorts.free()
             try fleet.startWorker(extraArguments: ["--http-port", String(port)] + arguments)
             let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
             let connection = try await AMQPConnection.connect(url: fleet.amqpURL)

@@ -204,7 +204,7 @@ struct ChaosTests {
         @discardableResult
         func startWorker() throws -> Worker {
             let index = all.withLock { $0.count + 1 }
-            let port = Self.freePort()
+            let port = TestPorts.free()
             let arguments = [
                 "worker", "--http-port", String(port), "--worker-id", "\(vhost)-worker-\(index)",
                 "--order-step-timeout", "60", "--order-retries", "2", "--order-retry-delay", "1", "--order-deadline", "600",
@@ -269,23 +269,6 @@ struct ChaosTests {
 
         func deleteVirtualHost() async {
             _ = try? await ChaosTests.brokerControl("delete_vhost", vhost)
-        }
-
-        /// A TCP port nothing listens on now (the kernel's choice of an ephemeral port).
-        static func freePort() -> Int {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(descriptor) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = 0
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                    bind(descriptor, raw, length) == 0 && getsockname(descriptor, raw, &length) == 0
-                }
-            }
-            return bound ? Int(UInt16(bigEndian: address.sin_port)) : Int.random(in: 20_000..<30_000)
         }
     }
 

@@ -99,7 +99,7 @@ struct DueTimeTests {
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
         try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
-            let port = Int.random(in: 40_000..<50_000)
+            let port = TestPorts.free()
             let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
             let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
             try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)

@@ -205,7 +205,7 @@ struct FleetEndToEndTests {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-http-\(UUID().uuidString).sqlite").path
         defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
         try await Fleet.with(storeURL: path) { fleet in
-            let port = Int.random(in: 20_000..<30_000)
+            let port = TestPorts.free()
             let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
             let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
             let connection = try await AMQPConnection.connect(url: fleet.amqpURL)

@@ -390,7 +390,7 @@ extension HostileInputTests {
         #expect(Set(expectedDeadLetters.map { String($0.prefix { $0 != " " }) }).count >= 9, "\(Set(expectedDeadLetters))")
 
         try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
-            let port = Int.random(in: 30_000..<40_000)
+            let port = TestPorts.free()
             let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
             let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
             try await fleet.waitUntilConsuming(1, topology: Self.topology, connection: connection)
