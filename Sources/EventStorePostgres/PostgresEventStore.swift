@@ -61,7 +61,7 @@ public final class PostgresEventStore: EventStore {
     private let appendGroups: RoundTripGroup<PendingAppend, AppendResult>
     /// Group reads: reads that wait for a free slot go together, as one query over all their streams.
     private let readGroups: RoundTripGroup<StreamsRead, StreamsSnapshot>
-    /// The read of whole streams, prepared once per connection.
+    /// The read of streams after the versions a caller holds (from 0: whole streams), prepared once per connection.
     private let readStatement: StoreStatement.Text
     /// The call of `append_events_batch`, prepared once per connection.
     private let batchStatement: StoreStatement.Text
@@ -209,9 +209,6 @@ public final class PostgresEventStore: EventStore {
             events = try rows.map(Self.decode)
         } catch {
             return group.map { _ in .failure(error) }
-        }
-        if group.count == 1 {
-            return [.success(group[0].snapshot(from: events))]
         }
         return group.map { .success($0.snapshot(from: events)) }
     }
