@@ -146,12 +146,13 @@ public struct CommandExecutor: Sendable {
     /// what the store has after them.
     private func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {
         guard let cache else { return try await store.read(streams) }
-        let held = cache.lookup(streams)
-        guard !held.isEmpty else {
+        func readWhole() async throws -> StreamsSnapshot {
             let snapshot = try await store.read(streams)
             remember(snapshot, of: streams, in: cache)
             return snapshot
         }
+        let held = cache.lookup(streams)
+        guard !held.isEmpty else { return try await readWhole() }
         let fresh = try await store.read(streams, after: held.mapValues(\.version))
         var newByStream: [StreamID: [StoredEvent]] = [:]
         for event in fresh.events { newByStream[event.streamID, default: []].append(event) }
@@ -163,9 +164,7 @@ public struct CommandExecutor: Sendable {
             // streams: forget them and read everything again.
             guard current == version + new.count, new.first.map({ $0.streamVersion == version + 1 }) ?? true else {
                 for stream in held.keys { cache.remove(stream) }
-                let snapshot = try await store.read(streams)
-                remember(snapshot, of: streams, in: cache)
-                return snapshot
+                return try await readWhole()
             }
             merged.append(contentsOf: events)
         }

@@ -175,9 +175,10 @@ public final class StreamCache: Sendable {
         let key = ObjectIdentifier(type)
         state.withLock { state in
             guard var entry = state.entries[stream], first + values.count - 1 <= entry.events.count else { return }
+            // The append copies the kept array (folds in flight still hold it): linear in the stream's length, but
+            // a copy of decoded values, not a decoding.
             var kept = entry.decoded[key].flatMap { $0.values as? [Event?] } ?? []
             guard kept.count == first - 1 else { return }
-            entry.decoded[key] = nil  // one reference to the array while appending
             kept.append(contentsOf: values)
             entry.decoded[key] = DecodedEvents(values: kept, count: kept.count)
             let added = values.count * Self.decodedEventBytes

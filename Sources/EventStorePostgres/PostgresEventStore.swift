@@ -274,14 +274,19 @@ public final class PostgresEventStore: EventStore {
     /// one out before it has noticed) runs once more on another connection. Appends are never run twice here:
     /// whether a lost append committed is for the caller's idempotency key to tell.
     private func runReading(_ query: PostgresQuery) async throws -> [PostgresRow] {
+        try await readingAgainOnClosedConnection { try await self.run(query) }
+    }
+
+    /// Runs the read `attempt`, and once more if it met a connection the server had just closed.
+    private func readingAgainOnClosedConnection(_ attempt: @Sendable () async throws -> [PostgresRow]) async throws -> [PostgresRow] {
         do {
-            return try await run(query)
+            return try await attempt()
         } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
             logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
-            return try await run(query)
+            return try await attempt()
         } catch let error as ConnectionRoundTrip.ConnectionLost {
             logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error)"])
-            return try await run(query)
+            return try await attempt()
         }
     }
 
@@ -302,16 +307,7 @@ public final class PostgresEventStore: EventStore {
                 }
             }
         }
-        guard retryingClosedConnection else { return try await attempt() }
-        do {
-            return try await attempt()
-        } catch let error as PSQLError where [.serverClosedConnection, .clientClosedConnection, .uncleanShutdown].contains(error.code) {
-            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error.code)"])
-            return try await attempt()
-        } catch let error as ConnectionRoundTrip.ConnectionLost {
-            logger.debug("a read met a closed connection; reading again", metadata: ["error": "\(error)"])
-            return try await attempt()
-        }
+        return try await retryingClosedConnection ? readingAgainOnClosedConnection(attempt) : attempt()
     }
 
     /// Runs `query` on a leased connection and collects its rows. The lease is tied to this scope rather than to
