@@ -142,6 +142,21 @@ public struct CommandExecutor: Sendable {
         }
     }
 
+    /// The state `command` would decide on, folded from what the executor's stream cache holds of its declared
+    /// streams, without asking the store; nil without a cache, when one of the streams is not held, or when an
+    /// event does not decode.
+    ///
+    /// The cache may be behind the store (another writer may have appended since), never ahead of it and never
+    /// different: use this only for conclusions that no later event can undo, such as "this process has ended".
+    /// Discovered streams are not included.
+    public func cachedState<C: Command>(of command: C) -> C.State? {
+        guard let cache else { return nil }
+        var streams: [StreamID] = []
+        for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
+        guard let snapshot = cache.heldSnapshot(streams) else { return nil }
+        return try? fold(snapshot, of: streams, for: command)
+    }
+
     /// Reads `streams` whole: from the store, or, for the streams the cache holds, their cached events followed by
     /// what the store has after them.
     private func read(_ streams: [StreamID]) async throws -> StreamsSnapshot {

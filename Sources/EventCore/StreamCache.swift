@@ -131,21 +131,33 @@ public final class StreamCache: Sendable {
     func trustedSnapshot(_ streams: [StreamID]) -> StreamsSnapshot? {
         guard verification == .onAppend else { return nil }
         return state.withLock { state in
-            guard state.statistics.recentStaleness <= Self.trustLimit else { return nil }
-            var events: [StoredEvent] = []
-            var versions: [StreamID: Int] = [:]
-            for stream in streams {
-                guard let entry = state.entries[stream], entry.trusted else { return nil }
-                events.append(contentsOf: entry.events)
-                versions[stream] = entry.version
-            }
-            state.tick &+= 1
-            for stream in streams { state.entries[stream]?.lastUse = state.tick }
-            state.statistics.hits += streams.count
+            guard state.statistics.recentStaleness <= Self.trustLimit,
+                  let snapshot = Self.snapshot(streams, in: &state, trustedOnly: true)
+            else { return nil }
             state.statistics.readsSkipped += 1
-            if streams.count > 1 { events.sort { $0.globalPosition < $1.globalPosition } }
-            return StreamsSnapshot(events: events, versions: versions)
+            return snapshot
         }
+    }
+
+    /// The whole of `streams` as the cache holds them, trusted or not, if every one of them is held. What it
+    /// holds may be behind the store, never ahead of it: events after these may exist, none of these can change.
+    func heldSnapshot(_ streams: [StreamID]) -> StreamsSnapshot? {
+        state.withLock { Self.snapshot(streams, in: &$0, trustedOnly: false) }
+    }
+
+    private static func snapshot(_ streams: [StreamID], in state: inout State, trustedOnly: Bool) -> StreamsSnapshot? {
+        var events: [StoredEvent] = []
+        var versions: [StreamID: Int] = [:]
+        for stream in streams {
+            guard let entry = state.entries[stream], entry.trusted || !trustedOnly else { return nil }
+            events.append(contentsOf: entry.events)
+            versions[stream] = entry.version
+        }
+        state.tick &+= 1
+        for stream in streams { state.entries[stream]?.lastUse = state.tick }
+        state.statistics.hits += streams.count
+        if streams.count > 1 { events.sort { $0.globalPosition < $1.globalPosition } }
+        return StreamsSnapshot(events: events, versions: versions)
     }
 
     /// Marks whether `stream`, held at `version`, was found unchanged by others at its last check.

@@ -29,13 +29,31 @@ public struct ProcessRuntime: Sendable {
         return ProcessExecution(result)
     }
 
+    /// Why `timeout` is to be ignored, if the executor's stream cache alone shows it, without a store round trip:
+    /// the process ended, or the timeout was cancelled, superseded or has fired. These stay true whatever is
+    /// appended later, so a cache behind the store cannot mislead; nil when the process is not cached or the
+    /// timeout may still be pending (it then goes through ``fireTimeout(_:at:options:)``).
+    ///
+    /// A worker asks this when a timeout arrives, before holding it until its due time: most timeouts of a
+    /// process that advances on time arrive after their step was done.
+    public func settledReasonToIgnore(_ timeout: ScheduledTimeout) -> TimeoutIgnoredReason? {
+        guard let state = executor.cachedState(of: ProcessTimeoutCommand(timeout, firedAt: Date())),
+              let reason = state.reasonToIgnore(timeoutID: timeout.timeoutID)
+        else { return nil }
+        switch reason {
+        case .processEnded, .cancelled, .superseded, .alreadyFired: return reason
+        case .unknownProcess, .unknownTimeout: return nil
+        }
+    }
+
     /// Handles the arrival of `timeout` at `now`.
     ///
     /// - Parameter options: the idempotency key of the timeout message, if it came from a broker. A timeout
     ///   that is not yet due records no key, so the same message can come back.
     /// - Returns: what the timeout did and what the worker must publish and schedule.
     public func fireTimeout(_ timeout: ScheduledTimeout, at now: Date, options: ExecutionOptions = ExecutionOptions()) async throws -> TimeoutFiring {
-        let command = ProcessTimeoutCommand(timeout, firedAt: now)
+        let ignored = IgnoredReasonRecord()
+        let command = ProcessTimeoutCommand(processID: timeout.processID, timeoutID: timeout.timeoutID, firedAt: now, recordingIgnoredReasonIn: ignored)
         let execution: ProcessExecution
         do {
             execution = try await execute(command, options: options)
@@ -60,6 +78,9 @@ public struct ProcessRuntime: Sendable {
             }
             return TimeoutFiring(outcome: .ignored(.alreadyFired), execution: execution)
         case .noOp:
+            if let reason = ignored.value {
+                return TimeoutFiring(outcome: .ignored(reason), execution: execution)
+            }
             let snapshot = try await executor.store.read(stream: timeout.processID)
             var lifecycle = ProcessLifecycle(processID: timeout.processID)
             let codec = EventCodec()

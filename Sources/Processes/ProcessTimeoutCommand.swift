@@ -1,5 +1,6 @@
 import EventCore
 import Foundation
+import Synchronization
 
 /// Runs when a timeout arrives. It reads only the lifecycle events of the process stream, so it runs for any
 /// kind of process without knowing its definition: the retry policy was recorded with `ProcessStarted`.
@@ -17,12 +18,19 @@ public struct ProcessTimeoutCommand: Command {
     public var timeoutID: String
     /// When it arrived.
     public var firedAt: Date
+    /// Where the reason of a decision to ignore the timeout is kept, for the caller that runs the command.
+    let ignored: IgnoredReasonRecord?
 
     /// Creates the command.
     public init(processID: StreamID, timeoutID: String, firedAt: Date) {
+        self.init(processID: processID, timeoutID: timeoutID, firedAt: firedAt, recordingIgnoredReasonIn: nil)
+    }
+
+    init(processID: StreamID, timeoutID: String, firedAt: Date, recordingIgnoredReasonIn ignored: IgnoredReasonRecord?) {
         self.processID = processID
         self.timeoutID = timeoutID
         self.firedAt = firedAt
+        self.ignored = ignored
     }
 
     /// Creates the command for a scheduled timeout arriving at `firedAt`.
@@ -52,7 +60,8 @@ public struct ProcessTimeoutCommand: Command {
         let version = context.versions[processID] ?? 0
         lifecycle.align(version: version)
         switch lifecycle.decideTimeout(timeoutID: timeoutID, firedAt: firedAt) {
-        case .ignore:
+        case .ignore(let reason):
+            ignored?.keep(reason)
             return []
         case .notYetDue(let dueAt):
             throw ProcessTimeoutError.notYetDue(dueAt)
@@ -68,6 +77,16 @@ public struct ProcessTimeoutCommand: Command {
             ]
         }
     }
+}
+
+/// The reason of the last decision to ignore a timeout, kept by ``ProcessTimeoutCommand/handle(_:context:)`` so that
+/// the caller need not fold the process again to report it (the executor may decide more than once; the last
+/// decision is the one that counts).
+final class IgnoredReasonRecord: Sendable {
+    private let reason = Mutex<TimeoutIgnoredReason?>(nil)
+
+    func keep(_ value: TimeoutIgnoredReason) { reason.withLock { $0 = value } }
+    var value: TimeoutIgnoredReason? { reason.withLock { $0 } }
 }
 
 /// Why a timeout could not be handled now.

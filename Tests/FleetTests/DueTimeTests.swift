@@ -6,6 +6,7 @@ import FleetSimulation
 import FleetTestSupport
 import Foundation
 import Logging
+import Processes
 import Testing
 
 /// Timeouts and retries wait on the delay levels to arrive shortly before their due time, then in the worker
@@ -134,6 +135,62 @@ struct DueTimeTests {
             #expect(status == 200)
             #expect(ChaosTests.metric("fleet_messages_redelayed_total", in: metrics) == 1, "only the order due in 14 s is sent back, once")
             #expect(ChaosTests.metric("fleet_messages_held", in: metrics) == 0, "nothing is held any more")
+            #expect(worker.isRunning)
+            await store.close()
+            await connection.close()
+        }
+    }
+    /// A real worker and broker: the timeout of a step that was done before it fell due is acknowledged without
+    /// being fired (the worker's stream cache shows it superseded), while the timeout of the step left waiting
+    /// fires at its due time and schedules a retry.
+    @Test(.timeLimit(.minutes(3)))
+    func aTimeoutWhoseStepIsDoneIsDroppedWithoutFiring() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-obsolete-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
+            let port = TestPorts.free()
+            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port), "--order-step-timeout", "4"])
+            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
+            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+            let publisher = try await connection.makePublisher()
+            let placed = HostileCorpus.orderPlaced("o-obsolete", id: "placed-1")
+            let paid = HostileCorpus.order("payment", HostileCorpus.json(["order_id": "o-obsolete", "payment_id": "p-1"]), id: "paid-1",
+                                           correlation: "o-obsolete", reason: nil)
+            // The payment arrives once the process has started (and its first timeout is on its way), so that the
+            // worker's cache shows the payment step's timeout superseded when it falls due; the inventory step's
+            // timeout is pending, and fires about 4 s later.
+            let store = try await StoreConnection.open(path, maximumPayloadBytes: 1 << 20, logger: Logger(label: "obsolete-test"))
+            let process = try StreamID("order-fulfillment-o-obsolete")
+            for message in [placed, paid] {
+                let sent = await publisher.publish(contentsOf: [AMQPMessage(body: message.body, exchange: message.exchange,
+                                                                            routingKey: message.routingKey, properties: message.properties)])
+                for result in sent { try result.get() }
+                _ = try await TestBroker.eventually(10) { !(try await store.store.read(stream: process).events.isEmpty) }
+            }
+            var lifecycle: [ProcessLifecycleEvent] = []
+            let retried = try await TestBroker.eventually(60) {
+                lifecycle = try await store.store.read(stream: process).events
+                    .compactMap { try EventCodec().decode($0, as: ProcessLifecycleEvent.self) }
+                return lifecycle.contains { if case .retryScheduled = $0 { true } else { false } }
+            }
+            try #require(retried, "events: \(lifecycle)")
+            let timeouts = lifecycle.compactMap { if case .timeoutScheduled(let timeout) = $0 { timeout.timeoutID } else { nil } }
+            let fired = lifecycle.compactMap { if case .retryScheduled(let retry) = $0 { retry.firedTimeoutID } else { nil } }
+            let scheduled = timeouts.count
+            #expect(timeouts.count >= 2 && !fired.contains(timeouts[0]), "the payment step's timeout never fired: \(lifecycle)")
+            #expect(fired.first == timeouts[1], "the inventory step's timeout fired: \(lifecycle)")
+            let metricsSettled = try await TestBroker.eventually(30) {
+                guard let (_, metrics) = await ChaosTests.get(port: port, path: "/metrics") else { return false }
+                return ChaosTests.metric("fleet_messages_obsolete_total", in: metrics) >= 1
+                    && ChaosTests.metric("fleet_timeouts_arrived_total", in: metrics) >= 2
+            }
+            let shown = await ChaosTests.get(port: port, path: "/metrics")?.1.split(separator: "\n").filter { $0.contains("timeout") || $0.contains("obsolete") }.joined(separator: "\n") ?? ""
+            #expect(metricsSettled, "the superseded timeout is counted as obsolete, and with the fired one as arrived: \(shown)")
+            if let (_, metrics) = await ChaosTests.get(port: port, path: "/metrics") {
+                let arrived = ChaosTests.metric("fleet_timeouts_arrived_total", in: metrics)
+                #expect(arrived >= ChaosTests.metric("fleet_messages_obsolete_total", in: metrics) + 1 && arrived <= Double(scheduled))
+            }
             #expect(worker.isRunning)
             await store.close()
             await connection.close()

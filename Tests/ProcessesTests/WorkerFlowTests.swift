@@ -76,6 +76,42 @@ struct WorkerFlowTests {
         #expect(redelivered.outcome == fired.outcome)
     }
 
+    @Test("a timeout its process has moved past is known from the stream cache alone, and ignoring it reads nothing")
+    func settledTimeoutsFromTheCache() async throws {
+        let base = InMemoryEventStore()
+        let store = FaultInjectingEventStore(wrapping: base)
+        let runtime = ProcessRuntime(executor: CommandExecutor(store: store, cache: StreamCache(), clock: ImmediateClock()))
+        let started = try await runtime.execute(try #require(try router.route(try message(OrderPlaced(orderID: "o-5"), id: "m-1"))))
+        let first = try #require(started.timeoutsToSchedule.first)
+        #expect(runtime.settledReasonToIgnore(first) == nil, "the pending timeout must fire")
+        #expect(started.committed)
+
+        let paid = try await runtime.execute(try #require(try router.route(try message(PaymentConfirmed(orderID: "o-5", paymentID: "p"), id: "m-2"))))
+        let second = try #require(paid.timeoutsToSchedule.first)
+        let readsBefore = store.statistics.readsForwarded
+        let reason = try #require(runtime.settledReasonToIgnore(first))
+        #expect([TimeoutIgnoredReason.cancelled, .superseded].contains(reason))
+        #expect(runtime.settledReasonToIgnore(second) == nil)
+
+        // Fired anyway (a worker without the check, or a redelivery): ignored for the same reason, from the
+        // decision itself rather than a second read of the process.
+        clock.advance(days: 1)
+        let fired = try await runtime.fireTimeout(first, at: clock.now, options: ExecutionOptions(idempotencyKey: try IdempotencyKey(consumer: "timeouts", messageID: first.timeoutID)))
+        #expect(fired.outcome == .ignored(reason))
+        #expect(store.statistics.readsForwarded == readsBefore, "neither the check nor the ignored firing reads the store")
+
+        // A worker that never saw the process, or saw only its start, cannot tell: its timeouts take the full path.
+        let stranger = ProcessRuntime(executor: CommandExecutor(store: base, cache: StreamCache(), clock: ImmediateClock()))
+        #expect(stranger.settledReasonToIgnore(first) == nil)
+        let behind = ProcessRuntime(executor: CommandExecutor(store: base, cache: StreamCache(), clock: ImmediateClock()))
+        let sixStarted = try await behind.execute(try #require(try router.route(try message(OrderPlaced(orderID: "o-6"), id: "m-3"))))
+        let sixFirst = try #require(sixStarted.timeoutsToSchedule.first)
+        let other = ProcessRuntime(executor: CommandExecutor(store: base, clock: ImmediateClock()))
+        #expect(try await other.execute(try #require(try router.route(try message(PaymentConfirmed(orderID: "o-6", paymentID: "p"), id: "m-4")))).committed)
+        #expect(behind.settledReasonToIgnore(sixFirst) == nil, "a cache behind the store shows the timeout pending: it is not skipped")
+        #expect(ProcessRuntime(executor: CommandExecutor(store: base)).settledReasonToIgnore(first) == nil, "no cache, no answer")
+    }
+
     @Test("an unknown type and a bad payload are routing errors; an ignored event routes to nothing")
     func errors() throws {
         let unknown = IncomingEvent(eventType: "PriceChanged", payload: Data("{}".utf8), messageID: "m", receivedAt: clock.now)

@@ -98,7 +98,8 @@ public struct TimeoutMessageHandler: MessageHandler {
         self.now = now
     }
 
-    public func handle(_ envelope: Envelope) async throws -> HandlerOutcome {
+    /// The timeout a message carries, checked against the message's type and correlation id.
+    private func timeout(in envelope: Envelope) throws(EnvelopeError) -> ScheduledTimeout {
         guard envelope.eventType == Self.eventType else {
             throw EnvelopeError(.unknownEventType, "the timeouts queue takes \(Self.eventType) messages, not \(envelope.eventType)")
         }
@@ -113,6 +114,19 @@ public struct TimeoutMessageHandler: MessageHandler {
         if let claimed = envelope.correlationID, !claimed.isEmpty, claimed != timeout.processID.description {
             throw EnvelopeError(.correlationMismatch, "the correlation id \(String(claimed.prefix(100)).debugDescription) names another process than the timeout's \(timeout.processID)")
         }
+        return timeout
+    }
+
+    /// A timeout the worker's stream cache shows cancelled, superseded, fired, or of a process that has ended
+    /// (``ProcessRuntime/settledReasonToIgnore(_:)``). A malformed message is not obsolete: handling it
+    /// dead-letters it with its reason.
+    public func isObsolete(_ envelope: Envelope) -> Bool {
+        guard let timeout = try? timeout(in: envelope) else { return false }
+        return runtime.settledReasonToIgnore(timeout) != nil
+    }
+
+    public func handle(_ envelope: Envelope) async throws -> HandlerOutcome {
+        let timeout = try timeout(in: envelope)
         let key = try IdempotencyKey(consumer: consumer, messageID: envelope.messageID)
         var metadata = EventMetadata()
         metadata.correlationID = timeout.processID.description

@@ -12,6 +12,17 @@ import Foundation
 public protocol MessageHandler: Sendable {
     /// Handles one message.
     func handle(_ envelope: Envelope) async throws -> HandlerOutcome
+
+    /// Whether handling `envelope` is already known to change nothing and publish nothing, from what the handler
+    /// holds in memory, without a store or broker call: a timeout whose process has moved past it, say. The
+    /// worker then acknowledges the message at once instead of holding it until its due time and handling it.
+    /// Answer true only where no later state can make the message matter; when unsure, false (the default).
+    func isObsolete(_ envelope: Envelope) -> Bool
+}
+
+extension MessageHandler {
+    /// Not known: the message is handled.
+    public func isObsolete(_ envelope: Envelope) -> Bool { false }
 }
 
 /// What handling a message produced.

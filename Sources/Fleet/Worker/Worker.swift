@@ -141,7 +141,14 @@ public final class Worker: Sendable {
                         }
                         do {
                             for try await delivery in consumer {
-                                if let wait = self.holdTime(of: delivery), let holding = held.take() {
+                                if let wait = self.holdTime(of: delivery) {
+                                    if self.acknowledgedIfObsolete(delivery, route: route, decoder: decoder) { continue }
+                                    guard let holding = held.take() else {
+                                        // The hold is full: handled now, which sends it back to the levels.
+                                        await semaphore.acquire()
+                                        inFlight.addTask { await handle(delivery) }
+                                        continue
+                                    }
                                     self.metrics.held(holding, queue: route.queue)
                                     inFlight.addTask {
                                         let slept: Bool
@@ -230,6 +237,25 @@ public final class Worker: Sendable {
         return DelayTiming.holdDuration(seconds)
     }
 
+    /// Acknowledges `delivery`, a message about to be held until its due time, at once if its handler knows it
+    /// changes nothing (``MessageHandler/isObsolete(_:)``), so that it takes no place in the hold; true if it did.
+    private func acknowledgedIfObsolete(_ delivery: AMQPDelivery, route: Route, decoder: EnvelopeDecoder) -> Bool {
+        guard let envelope = try? decoder.decode(body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey, queue: route.queue, now: now()),
+              handlers[route.handler]!.isObsolete(envelope)
+        else { return false }
+        metrics.consumed(queue: route.queue)
+        countObsolete(queue: route.queue)
+        settle(delivery, queue: route.queue) { try $0.ack(); metrics.acked(queue: route.queue) }
+        return true
+    }
+
+    /// Counts an obsolete message; on the timeouts queue, also as a timeout arrived (it left the broker), without
+    /// a lateness (it was not fired).
+    private func countObsolete(queue: String) {
+        metrics.obsolete(queue: queue)
+        if queue == topology.fleet.timeoutsQueue { metrics.timeoutArrived(lateness: nil) }
+    }
+
     /// Settles a delivery once: the handling of a message and the watchdog that gives up on it race for it.
     final class SettleOnce: Sendable {
         private let claimed = Mutex(false)
@@ -296,6 +322,12 @@ public final class Worker: Sendable {
             await deadLetter(delivery, queue: queue, error: error, publisher: publisher)
             return
         }
+        let handler = handlers[route.handler]!
+        if handler.isObsolete(envelope) {
+            countObsolete(queue: queue)
+            settle(delivery, queue: queue) { try $0.ack(); metrics.acked(queue: queue) }
+            return
+        }
         var logger = self.logger
         logger[metadataKey: "message_id"] = "\(envelope.messageID)"
         logger[metadataKey: "correlation_id"] = "\(envelope.correlationID ?? "")"
@@ -317,7 +349,6 @@ public final class Worker: Sendable {
         if queue == topology.fleet.timeoutsQueue {
             metrics.timeoutArrived(lateness: envelope.dueAt.map { now().timeIntervalSince($0) })
         }
-        let handler = handlers[route.handler]!
         let started = ContinuousClock.now
         do {
             let outcome = try await handler.handle(envelope)

@@ -47,6 +47,10 @@ public struct WorkerMetrics: Sendable {
         Counter(label: "fleet_messages_retried_total", dimensions: [("queue", queue)], factory: factory).increment()
     }
 
+    func obsolete(queue: String) {
+        Counter(label: "fleet_messages_obsolete_total", dimensions: [("queue", queue)], factory: factory).increment()
+    }
+
     func redelayed(queue: String) {
         Counter(label: "fleet_messages_redelayed_total", dimensions: [("queue", queue)], factory: factory).increment()
     }
