@@ -26,6 +26,8 @@ public final class Worker: Sendable {
     private let metrics: WorkerMetrics
     private let now: @Sendable () -> Date
     private let state = Mutex(RunState())
+    /// The time limits of the messages in hand (``WorkerConfiguration/handlerTimeoutSeconds``).
+    private let deadlines = Deadlines(tick: .milliseconds(250))
 
     private struct RunState: ~Copyable {
         var consumers: [AMQPConsumer] = []
@@ -119,6 +121,8 @@ public final class Worker: Sendable {
         if alreadyStopping { await stopDeliveries() }
         logger.info("worker: consuming", metadata: ["queues": "\(consumers.map(\.0.queue))", "worker": "\(configuration.workerID)"])
 
+        let watchdog = Task { await deadlines.watch() }
+        defer { watchdog.cancel() }
         await withTaskGroup(of: Void.self) { group in
             for (route, consumer) in consumers {
                 let decoder = EnvelopeDecoder(route: route, maximumBodyBytes: configuration.maximumBodyBytes)
@@ -286,15 +290,14 @@ public final class Worker: Sendable {
         let settlement = SettleOnce()
         let race = SettleOnce()
         let finished: Bool = await withCheckedContinuation { continuation in
-            let timer = Task {
-                do { try await Task.sleep(for: .seconds(limit)) } catch { return }
+            let deadline = deadlines.add(.now + .seconds(limit)) {
                 if race.claim() { continuation.resume(returning: false) }
             }
             Task {
                 await Self.$settlement.withValue(settlement) {
                     await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
                 }
-                timer.cancel()
+                self.deadlines.remove(deadline)
                 if race.claim() { continuation.resume(returning: true) }
             }
         }
