@@ -35,6 +35,8 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
     private let maximumWeight: Int
     private let timeLimit: Duration?
     private let abandoned: @Sendable () -> any Error
+    /// The time limits of the groups in flight.
+    private let deadlines = Deadlines()
 
     /// - Parameters:
     ///   - concurrency: how many groups may be in flight at once.
@@ -84,7 +86,7 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         let requests = group.map(\.request)
         let results: [Result<Response, any Error>]
         if let timeLimit {
-            results = await Self.within(timeLimit, run: { await run(requests) }) ?? requests.map { _ in .failure(abandoned()) }
+            results = await within(timeLimit, run: { await run(requests) }) ?? requests.map { _ in .failure(abandoned()) }
         } else if group.count == 1 {
             results = await run(requests)
         } else {
@@ -104,16 +106,15 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
 
     /// Runs `work` in a task of its own (so that cancelling the caller cannot fail the others' calls) and returns
     /// its answer, or nil once `limit` has passed without one; the work then goes on unobserved.
-    private static func within(_ limit: Duration, run work: @escaping @Sendable () async -> [Result<Response, any Error>]) async -> [Result<Response, any Error>]? {
+    private func within(_ limit: Duration, run work: @escaping @Sendable () async -> [Result<Response, any Error>]) async -> [Result<Response, any Error>]? {
         let answer = FirstAnswer()
         return await withCheckedContinuation { (continuation: CheckedContinuation<[Result<Response, any Error>]?, Never>) in
-            let timer = Task {
-                do { try await Task.sleep(for: limit) } catch { return }
+            let deadline = deadlines.add(.now + limit) {
                 if answer.claim() { continuation.resume(returning: nil) }
             }
             Task {
                 let results = await work()
-                timer.cancel()
+                self.deadlines.remove(deadline)
                 if answer.claim() { continuation.resume(returning: results) }
             }
         }

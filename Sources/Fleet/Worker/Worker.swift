@@ -27,7 +27,7 @@ public final class Worker: Sendable {
     private let now: @Sendable () -> Date
     private let state = Mutex(RunState())
     /// The time limits of the messages in hand (``WorkerConfiguration/handlerTimeoutSeconds``).
-    private let deadlines = Deadlines(tick: .milliseconds(250))
+    private let deadlines = Deadlines()
 
     private struct RunState: ~Copyable {
         var consumers: [AMQPConsumer] = []
@@ -121,8 +121,6 @@ public final class Worker: Sendable {
         if alreadyStopping { await stopDeliveries() }
         logger.info("worker: consuming", metadata: ["queues": "\(consumers.map(\.0.queue))", "worker": "\(configuration.workerID)"])
 
-        let watchdog = Task { await deadlines.watch() }
-        defer { watchdog.cancel() }
         await withTaskGroup(of: Void.self) { group in
             for (route, consumer) in consumers {
                 let decoder = EnvelopeDecoder(route: route, maximumBodyBytes: configuration.maximumBodyBytes)
