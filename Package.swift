@@ -29,6 +29,8 @@ let package = Package(
     ],
     targets: [
         // The C boundary: librabbitmq through pkg-config, and a shim for what Swift cannot call.
+        // glibc's malloc.h, for giving an idle worker's free memory back.
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(
             name: "CRabbitMQ",
             pkgConfig: "librabbitmq",
@@ -68,7 +70,7 @@ let package = Package(
         .target(
             name: "Fleet",
             dependencies: [
-                "AMQP", "EventCore", "Processes",
+                "AMQP", "CMalloc", "EventCore", "Processes",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),

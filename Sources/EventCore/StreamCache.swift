@@ -264,6 +264,16 @@ public final class StreamCache: Sendable {
         }
     }
 
+    /// Forgets every stream (the statistics stay): for a worker gone idle, whose cached streams other workers may
+    /// be changing meanwhile, to give their memory back.
+    public func removeAll() {
+        state.withLock { state in
+            state.entries = [:]
+            state.statistics.bytes = 0
+            state.statistics.streams = 0
+        }
+    }
+
     /// Forgets `stream`.
     func remove(_ stream: StreamID) {
         state.withLock { remove(stream, from: &$0) }

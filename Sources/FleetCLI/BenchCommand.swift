@@ -78,6 +78,9 @@ struct BenchCommand: AsyncParsableCommand {
         var conflictsRetried: Int
         var residentMemoryStartMiB: [Double]
         var residentMemoryEndMiB: [Double]
+        /// After the run, once every worker gave back what it keeps for speed (``BenchCommand/idleRelease`` s without
+        /// a message).
+        var residentMemoryIdleMiB: [Double]
         /// The workers' summed resident memory every five seconds of the run (the soak's view), in MiB.
         var residentMemorySamplesMiB: [Double]
         /// Process events that arrived in each second of the run: where the run was busy and where it waited.
@@ -104,7 +107,7 @@ struct BenchCommand: AsyncParsableCommand {
         say(String(format: "broker path alone (consume, publish with confirm, ack; no store): %.0f messages/s", brokerCeiling))
 
         var results: [Result] = []
-        say("store      workers  processes  seconds  events/s   p50 ms   p90 ms   p99 ms   max ms  conflicts  RSS MiB start→end   store ceiling  ratio")
+        say("store      workers  processes  seconds  events/s   p50 ms   p90 ms   p99 ms   max ms  conflicts  RSS MiB start→end→idle  store ceiling  ratio")
         for kind in storeKinds {
             for count in workerCounts {
                 let (storeURL, cleanup) = try await prepareStore(kind)
@@ -160,12 +163,19 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func line(_ result: Result) -> String {
-        let rss = zip(result.residentMemoryStartMiB, result.residentMemoryEndMiB).map { String(format: "%.0f→%.0f", $0, $1) }.joined(separator: " ")
+        let rss = result.residentMemoryStartMiB.indices.map { index in
+            String(format: "%.0f→%.0f→%.0f", result.residentMemoryStartMiB[index], result.residentMemoryEndMiB[index],
+                   index < result.residentMemoryIdleMiB.count ? result.residentMemoryIdleMiB[index] : 0)
+        }.joined(separator: " ")
         return String(format: "%-10@ %7d %10d %8.1f %9.0f %8.1f %8.1f %8.1f %8.1f %10d  %-20@ %13.0f %6.2f",
                       result.store as NSString, result.workers, result.processes, result.seconds, result.processEventsPerSecond,
                       result.latencyMilliseconds["p50"] ?? 0, result.latencyMilliseconds["p90"] ?? 0, result.latencyMilliseconds["p99"] ?? 0,
                       result.latencyMilliseconds["max"] ?? 0, result.conflictsRetried, rss as NSString, result.storeCeilingPerSecond, result.ratio)
     }
+
+    /// The workers' `FLEET_IDLE_RELEASE_SECONDS` in a bench: the idle resident memory is sampled once each worker
+    /// has been that long without a message after a run.
+    static let idleRelease = 5
 
     // MARK: - One fleet run
 
@@ -175,7 +185,7 @@ struct BenchCommand: AsyncParsableCommand {
         let firstPort = Int.random(in: 20_000..<32_000)  // below the kernel's ephemeral ports (32768 on)
         let fleet = try LocalFleet(count: count, storeURL: storeURL, topologyPath: self.topology, amqpURL: amqpURL, directory: directory,
                                    name: "bench-\(kind)-\(count)", orderStepTimeout: stepTimeout, orderDeadline: 900, firstHTTPPort: firstPort,
-                                   concurrency: concurrency)
+                                   concurrency: concurrency, idleReleaseSeconds: Self.idleRelease)
         try await fleet.waitUntilReady(admin: admin, topology: topology)
         let memoryAtStart = fleet.residentMemory()
 
@@ -192,6 +202,20 @@ struct BenchCommand: AsyncParsableCommand {
         let memoryAtEnd = fleet.residentMemory()
         var conflicts = 0
         for port in fleet.httpPorts { conflicts += await Self.counter("fleet_conflicts_retried_total", port: port) }
+        // Idle: once no message has come for a while (late timeouts of steps done long ago may still arrive), each
+        // worker gives back its stream cache and the allocator's free pages.
+        var releases: [Int] = []
+        for port in fleet.httpPorts { releases.append(await Self.counter("fleet_idle_releases_total", port: port)) }
+        let idleBy = ContinuousClock.now + .seconds(stepTimeout + 4 * Self.idleRelease)
+        while ContinuousClock.now < idleBy {
+            var released = true
+            for (port, before) in zip(fleet.httpPorts, releases) where await Self.counter("fleet_idle_releases_total", port: port) <= before {
+                released = false
+            }
+            if released { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        let memoryWhenIdle = fleet.residentMemory()
         await fleet.stop()
 
         var histogram = Histogram<UInt64>(highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
@@ -210,6 +234,7 @@ struct BenchCommand: AsyncParsableCommand {
             seconds: seconds, processEvents: events, processEventsPerSecond: perSecond, latencySamples: report.eventLatencies.count,
             latencyMilliseconds: ["p50": milliseconds(50), "p90": milliseconds(90), "p99": milliseconds(99), "max": Double(histogram.maxRecorded) / 1000],
             conflictsRetried: conflicts, residentMemoryStartMiB: mebibytes(memoryAtStart), residentMemoryEndMiB: mebibytes(memoryAtEnd),
+            residentMemoryIdleMiB: mebibytes(memoryWhenIdle),
             residentMemorySamplesMiB: sampler.samples.map { Double($0) / 1_048_576 },
             processEventsEachSecond: report.eventArrivals.reduce(into: [Int]()) { counts, arrival in
                 let second = max(0, Int(arrival))

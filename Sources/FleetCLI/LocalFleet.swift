@@ -13,7 +13,7 @@ final class LocalFleet {
 
     /// Starts `count` workers; each one logs to `directory/<name>-<n>.log`.
     init(count: Int, storeURL: String, topologyPath: String, amqpURL: String, directory: String, name: String,
-         orderStepTimeout: Int, orderDeadline: Int, firstHTTPPort: Int? = nil, concurrency: Int? = nil) throws {
+         orderStepTimeout: Int, orderDeadline: Int, firstHTTPPort: Int? = nil, concurrency: Int? = nil, idleReleaseSeconds: Int? = nil) throws {
         let executable = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var processes: [Process] = []
         var ports: [Int] = []
@@ -30,6 +30,7 @@ final class LocalFleet {
             var environment = ProcessInfo.processInfo.environment
             environment["FLEET_LOG_LEVEL"] = environment["FLEET_LOG_LEVEL"] ?? "warning"
             if let concurrency { environment["FLEET_CONCURRENCY"] = String(concurrency) }
+            if let idleReleaseSeconds { environment["FLEET_IDLE_RELEASE_SECONDS"] = String(idleReleaseSeconds) }
             process.environment = environment
             let log = "\(directory)/\(name)-\(index + 1).log"
             _ = FileManager.default.createFile(atPath: log, contents: nil)

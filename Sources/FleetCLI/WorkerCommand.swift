@@ -93,7 +93,10 @@ enum WorkerRuntime {
             "timeouts": TimeoutMessageHandler(runtime: runtime),
         ]
         let worker = try Worker(configuration: configuration, topology: topology, handlers: handlers, logger: logger,
-                                metrics: WorkerMetrics(factory: metricsFactory))
+                                metrics: WorkerMetrics(factory: metricsFactory), whenIdle: {
+            cache?.removeAll()
+            FreedMemory.giveBack()
+        })
 
         var services: [any Service] = [WorkerService(worker: worker, grace: .seconds(configuration.shutdownGraceSeconds), logger: logger)]
         if configuration.httpPort > 0 {

@@ -150,7 +150,7 @@ enum DeployChecks {
         "fleet_messages_retried_total", "fleet_handler_duration_seconds", "fleet_conflicts_retried_total",
         "fleet_in_flight_messages",
         // The worker's outbox, redelivery and timeout metrics.
-        "fleet_messages_redelayed_total", "fleet_messages_obsolete_total", "fleet_publications_total", "fleet_outbox_lag_seconds",
+        "fleet_messages_redelayed_total", "fleet_messages_obsolete_total", "fleet_idle_releases_total", "fleet_publications_total", "fleet_outbox_lag_seconds",
         "fleet_timeouts_scheduled_total", "fleet_timeouts_arrived_total",
         "fleet_messages_redelivered_total", "fleet_duplicates_absorbed_total",
         // Due times: lateness, holding, and the learnt cost of a delay hop.

@@ -196,4 +196,47 @@ struct DueTimeTests {
             await connection.close()
         }
     }
+    /// A real worker: idle for `FLEET_IDLE_RELEASE_SECONDS`, it gives its stream cache back, once, and again only
+    /// after another message.
+    @Test(.timeLimit(.minutes(3)))
+    func anIdleWorkerGivesItsMemoryBackOncePerIdleSpell() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-idle-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
+            let port = TestPorts.free()
+            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)], environment: ["FLEET_IDLE_RELEASE_SECONDS": "1"])
+            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
+            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+            let publisher = try await connection.makePublisher()
+            func metrics() async -> (releases: Double, cached: Double, consumed: Double) {
+                let text = await ChaosTests.get(port: port, path: "/metrics")?.1 ?? ""
+                return (ChaosTests.metric("fleet_idle_releases_total", in: text), ChaosTests.metric("eventcore_stream_cache_streams", in: text),
+                        ChaosTests.metric("fleet_messages_consumed_total", in: text))
+            }
+            for order in ["idle-1", "idle-2"] {
+                let before = await metrics().releases
+                let message = HostileCorpus.orderPlaced(order, id: order)
+                for result in await publisher.publish(contentsOf: [AMQPMessage(body: message.body, exchange: message.exchange,
+                                                                                routingKey: message.routingKey, properties: message.properties)]) {
+                    try result.get()
+                }
+                var seen = await metrics()
+                let held = try await TestBroker.eventually(20) {
+                    seen = await metrics()
+                    return seen.consumed >= 1 && seen.cached >= 1
+                }
+                #expect(held, "the worker keeps the process it advanced: \(seen)")
+                let released = try await TestBroker.eventually(20) {
+                    seen = await metrics()
+                    return seen.releases == before + 1 && seen.cached == 0
+                }
+                #expect(released, "one release after the message, and the cache is empty: \(seen)")
+                try await Task.sleep(for: .seconds(3))
+                #expect(await metrics().releases == before + 1, "idle on, nothing more to give back")
+            }
+            #expect(worker.isRunning)
+            await connection.close()
+        }
+    }
 }

@@ -46,7 +46,7 @@ struct FleetEndToEndTests {
 
         /// Starts one more worker.
         @discardableResult
-        func startWorker(extraArguments: [String] = []) throws -> Process {
+        func startWorker(extraArguments: [String] = [], environment extraEnvironment: [String: String] = [:]) throws -> Process {
             let index = started.withLock { count in
                 count += 1
                 return count
@@ -63,6 +63,7 @@ struct FleetEndToEndTests {
             environment["FLEET_TOPOLOGY"] = TestBroker.repositoryRoot.appendingPathComponent("topology.json").path
             environment["FLEET_LOG_LEVEL"] = "warning"
             environment["FLEET_CONCURRENCY"] = "16"
+            environment.merge(extraEnvironment) { $1 }
             process.environment = environment
             let log = FileManager.default.temporaryDirectory.appendingPathComponent("\(vhost)-worker-\(index).log")
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)

@@ -25,6 +25,7 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let metrics: WorkerMetrics
     private let now: @Sendable () -> Date
+    private let whenIdle: @Sendable () -> Void
     private let state = Mutex(RunState())
     /// The time limits of the messages in hand (``WorkerConfiguration/handlerTimeoutSeconds``).
     private let deadlines = Deadlines()
@@ -34,6 +35,10 @@ public final class Worker: Sendable {
         var connections: [AMQPConnection] = []
         var stopping = false
         var inFlight = 0
+        /// When the last message was finished.
+        var lastFinished = ContinuousClock.now
+        /// Whether `whenIdle` ran since then.
+        var released = true
         var ready = false
     }
 
@@ -44,11 +49,15 @@ public final class Worker: Sendable {
     ///   - retryPolicy: how transient failures are retried.
     ///   - delayTiming: how timeouts and retries wait on the delay levels and in the worker.
     ///   - now: the wall clock (injectable for tests).
+    ///   - whenIdle: runs once each time no message has been in hand for
+    ///     ``WorkerConfiguration/idleReleaseSeconds``: the place to give back memory kept for speed, such as a
+    ///     stream cache, which another worker's writes make stale meanwhile anyway.
     /// - Throws: ``TopologyError`` when a route names a handler that is not given.
     public init(configuration: WorkerConfiguration, topology: Topology, handlers: [String: any MessageHandler],
                 retryPolicy: RetryPolicy = RetryPolicy(maxRetries: 8, backoff: .exponential(initial: .seconds(1), multiplier: 2, maximum: .seconds(300)), jitter: 0.2),
                 delayTiming: DelayTiming = DelayTiming(),
-                logger: Logger, metrics: WorkerMetrics, now: @escaping @Sendable () -> Date = { Date() }) throws(TopologyError) {
+                logger: Logger, metrics: WorkerMetrics, now: @escaping @Sendable () -> Date = { Date() },
+                whenIdle: @escaping @Sendable () -> Void = {}) throws(TopologyError) {
         for (index, route) in topology.fleet.routes.enumerated() where handlers[route.handler] == nil {
             throw TopologyError(entry: "fleet.routes[\(index)] (\(route.queue))", problem: "no handler named \(route.handler) is registered (known: \(handlers.keys.sorted().joined(separator: ", ")))")
         }
@@ -60,6 +69,7 @@ public final class Worker: Sendable {
         self.logger = logger
         self.metrics = metrics
         self.now = now
+        self.whenIdle = whenIdle
     }
 
     /// Whether the worker is consuming (for `/health/ready`).
@@ -121,6 +131,8 @@ public final class Worker: Sendable {
         if alreadyStopping { await stopDeliveries() }
         logger.info("worker: consuming", metadata: ["queues": "\(consumers.map(\.0.queue))", "worker": "\(configuration.workerID)"])
 
+        let idleRelease = configuration.idleReleaseSeconds > 0 ? Task { await releaseWhenIdle(after: .seconds(configuration.idleReleaseSeconds)) } : nil
+        defer { idleRelease?.cancel() }
         await withTaskGroup(of: Void.self) { group in
             for (route, consumer) in consumers {
                 let decoder = EnvelopeDecoder(route: route, maximumBodyBytes: configuration.maximumBodyBytes)
@@ -134,6 +146,8 @@ public final class Worker: Sendable {
                             defer {
                                 let count = self.state.withLock { state in
                                     state.inFlight -= 1
+                                    state.lastFinished = .now
+                                    state.released = false
                                     return state.inFlight
                                 }
                                 self.metrics.inFlight(count)
@@ -178,6 +192,23 @@ public final class Worker: Sendable {
         }
         state.withLock { $0.ready = false }
         logger.info("worker: drained", metadata: ["worker": "\(configuration.workerID)"])
+    }
+
+    /// Runs `whenIdle` once each time no message has been in hand for `idle`, until cancelled.
+    private func releaseWhenIdle(after idle: Duration) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: min(idle / 4, .seconds(5))) } catch { return }
+            let release = state.withLock { state in
+                guard !state.released, state.inFlight == 0, ContinuousClock.now - state.lastFinished >= idle else { return false }
+                state.released = true
+                return true
+            }
+            if release {
+                whenIdle()
+                metrics.idleRelease()
+                logger.debug("worker: idle; memory kept for speed given back", metadata: ["idle_seconds": "\(idle.components.seconds)"])
+            }
+        }
     }
 
     /// Stops taking messages; ``run()`` returns once the messages in hand are finished.

@@ -42,6 +42,9 @@ public struct WorkerConfiguration: Sendable, Equatable {
     /// How long handling one message (the handler and its publications) may take before the worker gives up on
     /// it and returns it to the broker for redelivery; 0 waits for ever.
     public var handlerTimeoutSeconds: Int = 60
+    /// After this many seconds without a message, the worker gives back what it keeps for speed (see
+    /// ``Worker``'s `whenIdle`: the stream cache, and the allocator's free memory); 0 never does.
+    public var idleReleaseSeconds: Int = 30
     /// Bodies larger than this are dead-lettered unread.
     public var maximumBodyBytes: Int = 1 << 20
     /// Log level: trace, debug, info, notice, warning, error, critical.
@@ -76,6 +79,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         Key(name: "FLEET_WORKER_ID", isSecret: false, summary: "this worker's name"),
         Key(name: "FLEET_SHUTDOWN_GRACE_SECONDS", isSecret: false, summary: "time to finish in-flight messages on SIGTERM"),
         Key(name: "FLEET_HANDLER_TIMEOUT_SECONDS", isSecret: false, summary: "time one message may take before it is returned for redelivery (0: no limit)"),
+        Key(name: "FLEET_IDLE_RELEASE_SECONDS", isSecret: false, summary: "seconds without a message after which the stream cache and free memory are given back (0 = never)"),
         Key(name: "FLEET_MAX_BODY_BYTES", isSecret: false, summary: "largest message body read"),
         Key(name: "FLEET_LOG_LEVEL", isSecret: false, summary: "log level"),
     ]
@@ -131,6 +135,7 @@ public struct WorkerConfiguration: Sendable, Equatable {
         if let id = try value("FLEET_WORKER_ID") { workerID = id }
         if let number = try integer("FLEET_SHUTDOWN_GRACE_SECONDS", 0...3600) { shutdownGraceSeconds = number }
         if let number = try integer("FLEET_HANDLER_TIMEOUT_SECONDS", 0...86_400) { handlerTimeoutSeconds = number }
+        if let number = try integer("FLEET_IDLE_RELEASE_SECONDS", 0...86_400) { idleReleaseSeconds = number }
         if let number = try integer("FLEET_MAX_BODY_BYTES", 1...(64 << 20)) { maximumBodyBytes = number }
         if let level = try value("FLEET_LOG_LEVEL") {
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) else {

@@ -47,6 +47,10 @@ public struct WorkerMetrics: Sendable {
         Counter(label: "fleet_messages_retried_total", dimensions: [("queue", queue)], factory: factory).increment()
     }
 
+    func idleRelease() {
+        Counter(label: "fleet_idle_releases_total", factory: factory).increment()
+    }
+
     func obsolete(queue: String) {
         Counter(label: "fleet_messages_obsolete_total", dimensions: [("queue", queue)], factory: factory).increment()
     }
