@@ -91,19 +91,32 @@ struct DueTimeTests {
         #expect(exchange == "d.level-2" && key == "0.1.0.1.q.a")
     }
 
+    /// Runs `body` with one worker (named after `name`, with `arguments` and `environment` on top of the test
+    /// fleet's) on a fresh SQLite store, consuming from a vhost of its own; `body` gets the store's path, the
+    /// worker, its HTTP port and a broker connection, which is closed afterwards.
+    private func withWorker(
+        _ name: String, arguments: [String] = [], environment: [String: String] = [:],
+        _ body: (_ path: String, _ worker: Process, _ port: Int, _ connection: AMQPConnection) async throws -> Void
+    ) async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-\(name)-\(UUID().uuidString).sqlite").path
+        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
+        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
+        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
+            let port = TestPorts.free()
+            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)] + arguments, environment: environment)
+            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
+            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+            try await body(path, worker, port, connection)
+            await connection.close()
+        }
+    }
+
     /// A real worker and broker: an order due in 2 s is held and handled at its due time; one due in 14 s (too
     /// early to hold) is sent back to the levels once, then held; neither is handled before it is due; one with
     /// no due time is handled at once.
     @Test(.timeLimit(.minutes(3)))
     func aWorkerHandlesMessagesAtTheirDueTimeNeverBefore() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-due-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
-        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
-            let port = TestPorts.free()
-            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)])
-            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
-            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+        try await withWorker("due") { path, worker, port, connection in
             let publisher = try await connection.makePublisher()
             let now = Date()
             let dues: [String: Date?] = ["due-soon": now.addingTimeInterval(2), "due-later": now.addingTimeInterval(14), "due-now": nil]
@@ -137,22 +150,15 @@ struct DueTimeTests {
             #expect(ChaosTests.metric("fleet_messages_held", in: metrics) == 0, "nothing is held any more")
             #expect(worker.isRunning)
             await store.close()
-            await connection.close()
         }
     }
+
     /// A real worker and broker: the timeout of a step that was done before it fell due is acknowledged without
     /// being fired (the worker's stream cache shows it superseded), while the timeout of the step left waiting
     /// fires at its due time and schedules a retry.
     @Test(.timeLimit(.minutes(3)))
     func aTimeoutWhoseStepIsDoneIsDroppedWithoutFiring() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-obsolete-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
-        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
-            let port = TestPorts.free()
-            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port), "--order-step-timeout", "4"])
-            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
-            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+        try await withWorker("obsolete", arguments: ["--order-step-timeout", "4"]) { path, worker, port, connection in
             let publisher = try await connection.makePublisher()
             let placed = HostileCorpus.orderPlaced("o-obsolete", id: "placed-1")
             let paid = HostileCorpus.order("payment", HostileCorpus.json(["order_id": "o-obsolete", "payment_id": "p-1"]), id: "paid-1",
@@ -193,21 +199,14 @@ struct DueTimeTests {
             }
             #expect(worker.isRunning)
             await store.close()
-            await connection.close()
         }
     }
+
     /// A real worker: idle for `FLEET_IDLE_RELEASE_SECONDS`, it gives its stream cache back, once, and again only
     /// after another message.
     @Test(.timeLimit(.minutes(3)))
     func anIdleWorkerGivesItsMemoryBackOncePerIdleSpell() async throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fleet-idle-\(UUID().uuidString).sqlite").path
-        defer { for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) } }
-        let topology = try Topology.load(contentsOf: TestBroker.repositoryRoot.appendingPathComponent("topology.json"))
-        try await FleetEndToEndTests.Fleet.with(storeURL: path) { fleet in
-            let port = TestPorts.free()
-            let worker = try fleet.startWorker(extraArguments: ["--http-port", String(port)], environment: ["FLEET_IDLE_RELEASE_SECONDS": "1"])
-            let connection = try await AMQPConnection.connect(url: fleet.amqpURL)
-            try await fleet.waitUntilConsuming(1, topology: topology, connection: connection)
+        try await withWorker("idle", environment: ["FLEET_IDLE_RELEASE_SECONDS": "1"]) { path, worker, port, connection in
             let publisher = try await connection.makePublisher()
             func metrics() async -> (releases: Double, cached: Double, consumed: Double) {
                 let text = await ChaosTests.get(port: port, path: "/metrics")?.1 ?? ""
@@ -236,7 +235,6 @@ struct DueTimeTests {
                 #expect(await metrics().releases == before + 1, "idle on, nothing more to give back")
             }
             #expect(worker.isRunning)
-            await connection.close()
         }
     }
 }

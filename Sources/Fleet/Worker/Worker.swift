@@ -159,26 +159,23 @@ public final class Worker: Sendable {
                             for try await delivery in consumer {
                                 if let wait = self.holdTime(of: delivery) {
                                     if self.acknowledgedIfObsolete(delivery, route: route, decoder: decoder) { continue }
-                                    guard let holding = held.take() else {
-                                        // The hold is full: handled now, which sends it back to the levels.
-                                        await semaphore.acquire()
-                                        inFlight.addTask { await handle(delivery) }
+                                    if let holding = held.take() {
+                                        self.metrics.held(holding, queue: route.queue)
+                                        inFlight.addTask {
+                                            let slept: Bool
+                                            do { try await Task.sleep(for: wait); slept = true } catch { slept = false }
+                                            self.metrics.held(held.release(), queue: route.queue)
+                                            guard slept else {
+                                                // Stopped before it was due: give it back rather than act early.
+                                                self.settle(delivery, queue: route.queue) { try $0.nack(requeue: true) }
+                                                return
+                                            }
+                                            await semaphore.acquire()
+                                            await handle(delivery)
+                                        }
                                         continue
                                     }
-                                    self.metrics.held(holding, queue: route.queue)
-                                    inFlight.addTask {
-                                        let slept: Bool
-                                        do { try await Task.sleep(for: wait); slept = true } catch { slept = false }
-                                        self.metrics.held(held.release(), queue: route.queue)
-                                        guard slept else {
-                                            // Stopped before it was due: give it back rather than act early.
-                                            self.settle(delivery, queue: route.queue) { try $0.nack(requeue: true) }
-                                            return
-                                        }
-                                        await semaphore.acquire()
-                                        await handle(delivery)
-                                    }
-                                    continue
+                                    // The hold is full: handled now, which sends it back to the levels.
                                 }
                                 await semaphore.acquire()
                                 inFlight.addTask { await handle(delivery) }
