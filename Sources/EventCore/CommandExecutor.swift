@@ -151,10 +151,16 @@ public struct CommandExecutor: Sendable {
     /// Discovered streams are not included.
     public func cachedState<C: Command>(of command: C) -> C.State? {
         guard let cache else { return nil }
-        var streams: [StreamID] = []
-        for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
+        let streams = Self.declaredStreams(of: command)
         guard let snapshot = cache.heldSnapshot(streams) else { return nil }
         return try? fold(snapshot, of: streams, for: command)
+    }
+
+    /// The streams `command` declares, in order, each once.
+    private static func declaredStreams<C: Command>(of command: C) -> [StreamID] {
+        var streams: [StreamID] = []
+        for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
+        return streams
     }
 
     /// Reads `streams` whole: from the store, or, for the streams the cache holds, their cached events followed by
@@ -240,8 +246,7 @@ public struct CommandExecutor: Sendable {
     /// the cache trusts are not read; a decision on them that fails or decides nothing is made again on a fresh
     /// read, and one whose append conflicts throws ``StaleCacheConflict``.
     private func decideAndAppend<C: Command>(_ command: C, options: ExecutionOptions, attempt: Int, trusting: Bool) async throws -> CommandResult {
-        var streams: [StreamID] = []
-        for stream in command.readStreams where !streams.contains(stream) { streams.append(stream) }
+        var streams = Self.declaredStreams(of: command)
         var round = 0
         var trusting = trusting
         while true {

@@ -41,6 +41,22 @@ public final class Deadlines: Sendable {
         return Token(value: token)
     }
 
+    /// Runs `work` in a task of its own and returns its result, or nil once `limit` has passed without one; the
+    /// work then goes on unobserved (and cancelling the caller does not cancel it).
+    public func run<T: Sendable>(within limit: Duration, _ work: @escaping @Sendable () async -> T) async -> T? {
+        let answer = FirstClaim()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
+            let deadline = add(.now + limit) {
+                if answer.claim() { continuation.resume(returning: nil) }
+            }
+            Task {
+                let result = await work()
+                self.remove(deadline)
+                if answer.claim() { continuation.resume(returning: result) }
+            }
+        }
+    }
+
     /// Forgets a deadline: its `expire` is not called.
     public func remove(_ token: Token) {
         _ = state.withLock { $0.entries.removeValue(forKey: token.value) }
@@ -71,6 +87,18 @@ public final class Deadlines: Sendable {
                 return !state.watching
             }
             if done { return }
+        }
+    }
+}
+
+/// Which of two racing parties answers: the first to claim.
+private final class FirstClaim: Sendable {
+    private let claimed = Mutex(false)
+
+    func claim() -> Bool {
+        claimed.withLock { claimed in
+            defer { claimed = true }
+            return !claimed
         }
     }
 }

@@ -86,7 +86,8 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         let requests = group.map(\.request)
         let results: [Result<Response, any Error>]
         if let timeLimit {
-            results = await within(timeLimit, run: { await run(requests) }) ?? requests.map { _ in .failure(abandoned()) }
+            // In a task of its own, so that cancelling this caller cannot fail the others' calls.
+            results = await deadlines.run(within: timeLimit) { await run(requests) } ?? requests.map { _ in .failure(abandoned()) }
         } else if group.count == 1 {
             results = await run(requests)
         } else {
@@ -102,22 +103,6 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         }
         guard let own = results.first else { throw Self.missing }
         return try own.get()
-    }
-
-    /// Runs `work` in a task of its own (so that cancelling the caller cannot fail the others' calls) and returns
-    /// its answer, or nil once `limit` has passed without one; the work then goes on unobserved.
-    private func within(_ limit: Duration, run work: @escaping @Sendable () async -> [Result<Response, any Error>]) async -> [Result<Response, any Error>]? {
-        let answer = FirstAnswer()
-        return await withCheckedContinuation { (continuation: CheckedContinuation<[Result<Response, any Error>]?, Never>) in
-            let deadline = deadlines.add(.now + limit) {
-                if answer.claim() { continuation.resume(returning: nil) }
-            }
-            Task {
-                let results = await work()
-                self.deadlines.remove(deadline)
-                if answer.claim() { continuation.resume(returning: results) }
-            }
-        }
     }
 
     /// The error of a call its group's runner left unanswered (a programming error).

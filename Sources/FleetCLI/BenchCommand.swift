@@ -163,10 +163,8 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     static func line(_ result: Result) -> String {
-        let rss = result.residentMemoryStartMiB.indices.map { index in
-            String(format: "%.0f→%.0f→%.0f", result.residentMemoryStartMiB[index], result.residentMemoryEndMiB[index],
-                   index < result.residentMemoryIdleMiB.count ? result.residentMemoryIdleMiB[index] : 0)
-        }.joined(separator: " ")
+        let rss = zip(zip(result.residentMemoryStartMiB, result.residentMemoryEndMiB), result.residentMemoryIdleMiB)
+            .map { String(format: "%.0f→%.0f→%.0f", $0.0, $0.1, $1) }.joined(separator: " ")
         return String(format: "%-10@ %7d %10d %8.1f %9.0f %8.1f %8.1f %8.1f %8.1f %10d  %-20@ %13.0f %6.2f",
                       result.store as NSString, result.workers, result.processes, result.seconds, result.processEventsPerSecond,
                       result.latencyMilliseconds["p50"] ?? 0, result.latencyMilliseconds["p90"] ?? 0, result.latencyMilliseconds["p99"] ?? 0,

@@ -314,20 +314,12 @@ public final class Worker: Sendable {
             return
         }
         let settlement = SettleOnce()
-        let race = SettleOnce()
-        let finished: Bool = await withCheckedContinuation { continuation in
-            let deadline = deadlines.add(.now + .seconds(limit)) {
-                if race.claim() { continuation.resume(returning: false) }
-            }
-            Task {
-                await Self.$settlement.withValue(settlement) {
-                    await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
-                }
-                self.deadlines.remove(deadline)
-                if race.claim() { continuation.resume(returning: true) }
+        let finished: Void? = await deadlines.run(within: .seconds(limit)) {
+            await Self.$settlement.withValue(settlement) {
+                await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
             }
         }
-        guard !finished else { return }
+        guard finished == nil else { return }
         logger.error("worker: handling a message took too long; it goes back to the broker", metadata: [
             "queue": "\(route.queue)", "message_id": "\(delivery.properties.messageID ?? "")", "limit_seconds": "\(limit)",
         ])
