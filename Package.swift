@@ -87,6 +87,8 @@ let package = Package(
                 "EventCore", "EventCoreTestKit", "EventStoreSQLite", "EventStorePostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(

@@ -19,6 +19,17 @@ import Foundation
 import Logging
 import PostgresNIO
 import Synchronization
+import NIOPosix
+import NIOCore
+
+final class LoopExecutor: TaskExecutor {
+    private let loop: any EventLoop
+    init(_ loop: any EventLoop) { self.loop = loop }
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
+}
 
 struct Options {
     var command = "bench"
@@ -58,14 +69,14 @@ enum Database {
             database: String((components?.path ?? "/fleet").dropFirst()), tls: .disable
         )
         configuration.options.maximumConnections = connections
-        configuration.options.minimumConnections = 0
+        PostgresURL.tuneForEventStore(&configuration)
         return configuration
     }
 
     /// Runs `body` with a running client. The client's run task is cancelled, not awaited, at the end: a pool
     /// whose server went away meanwhile may take long to wind down, and the caller is about to exit anyway.
-    static func withClient<T: Sendable>(connections: Int, _ body: @Sendable @escaping (PostgresClient) async throws -> T) async throws -> T {
-        let client = PostgresClient(configuration: configuration(connections: connections), backgroundLogger: Logger(label: "benchmark.postgres"))
+    static func withClient<T: Sendable>(connections: Int, group: any EventLoopGroup = PostgresClient.defaultEventLoopGroup, _ body: @Sendable @escaping (PostgresClient) async throws -> T) async throws -> T {
+        let client = PostgresClient(configuration: configuration(connections: connections), eventLoopGroup: group, backgroundLogger: Logger(label: "benchmark.postgres"))
         let running = await client.startRunning()
         defer { running.cancel() }
         return try await body(client)
@@ -92,7 +103,7 @@ func transferWorker(_ options: Options) async throws {
         try await store.close()
     case "postgres":
         statistics = try await Database.withClient(connections: tasks + 1) { client in
-            let store = try PostgresEventStore(client: client, configuration: PostgresEventStore.Configuration(schema: target))
+            let store = try await PostgresEventStore.start(client: client, configuration: PostgresEventStore.Configuration(schema: target))
             return await workload.run(executor: CommandExecutor(store: store, configuration: conflictPolicy), commands: commands, tasks: tasks, seed: seed)
         }
     default:
@@ -105,18 +116,84 @@ func transferWorker(_ options: Options) async throws {
 
 // MARK: bench
 
-func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: Int, cacheBytes: Int) async throws -> (rate: Double, statistics: TransferWorkload.Statistics) {
+/// One measurement: commands per second, and the CPU time per command of this process and of the database's
+/// processes (PostgreSQL's, when they run on this machine).
+struct Measurement: Sendable {
+    var rate: Double
+    var statistics: TransferWorkload.Statistics
+    var clientMicroseconds: Double
+    var databaseMicroseconds: Double?
+}
+
+func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: Int, cacheBytes: Int) async throws -> Measurement {
     let workload = TransferWorkload(accounts: accounts, openingBalance: 1_000_000)
     try await workload.openAccounts(in: store)
     let executor = CommandExecutor(store: store, configuration: conflictPolicy, cache: cacheBytes > 0 ? StreamCache(maximumBytes: cacheBytes) : nil)
     let deadline = ContinuousClock.now + .seconds(seconds)
     let started = ContinuousClock.now
+    let cpu = CPUTime.sample()
     let statistics = await workload.run(executor: executor, tasks: concurrency, seed: UInt64(concurrency)) { ContinuousClock.now >= deadline }
+    let used = CPUTime.sample() - cpu
     let seconds = (ContinuousClock.now - started).seconds
     guard statistics.failed == 0 else {
         throw BenchmarkFailure(description: "\(statistics.failed) transfers failed: \(statistics.failures)")
     }
-    return (Double(statistics.committed + statistics.noOps) / seconds, statistics)
+    let commands = Double(max(1, statistics.committed + statistics.noOps))
+    return Measurement(
+        rate: Double(statistics.committed + statistics.noOps) / seconds, statistics: statistics,
+        clientMicroseconds: used.process / commands * 1e6, databaseMicroseconds: used.postgres.map { $0 / commands * 1e6 }
+    )
+}
+
+/// pgbench's figures in the same run: transactions/s and CPU per transaction.
+struct Baseline: Sendable {
+    var tps: Double
+    var clientMicroseconds: Double
+    var databaseMicroseconds: Double?
+}
+
+/// CPU seconds used so far by this process, its finished children and the machine's `postgres` processes (nil if none can be read).
+struct CPUTime {
+    var process: Double
+    /// The finished child processes' (pgbench's).
+    var children: Double
+    var postgres: Double?
+
+    static func sample() -> CPUTime {
+        CPUTime(process: seconds(RUSAGE_SELF), children: seconds(RUSAGE_CHILDREN), postgres: processesCPU(named: "postgres"))
+    }
+
+    private static func seconds(_ who: __rusage_who) -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(who.rawValue), &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+
+    /// The CPU seconds (user and system) of every process whose command name is `name`, from `/proc`.
+    static func processesCPU(named name: String) -> Double? {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0, found = false
+        for entry in entries where entry.first?.isNumber == true {
+            guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let open = stat.firstIndex(of: "("), let close = stat.lastIndex(of: ")"),
+                  stat[stat.index(after: open)..<close] == name
+            else { continue }
+            // After the name: state (field 3) ... utime (14), stime (15), and the reaped children's cutime (16) and
+            // cstime (17): the server's backends end with their connections, and the postmaster reaps them.
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            guard fields.count > 14 else { continue }
+            total += fields[11...14].compactMap { Double($0) }.reduce(0, +) / ticks
+            found = true
+        }
+        return found ? total : nil
+    }
+
+    static func - (lhs: CPUTime, rhs: CPUTime) -> CPUTime {
+        var postgres: Double?
+        if let after = lhs.postgres, let before = rhs.postgres { postgres = after - before }
+        return CPUTime(process: lhs.process - rhs.process, children: lhs.children - rhs.children, postgres: postgres)
+    }
 }
 
 func bench(_ options: Options) async throws {
@@ -126,40 +203,58 @@ func bench(_ options: Options) async throws {
     let accounts = options.int("accounts", 5000)
     let cacheMiB = options.int("cache-mib", 16)
     print("two-stream transfer command, \(accounts) accounts, \(cacheMiB) MiB stream cache, \(seconds) s per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAverage())")
-    print("store       executors   commands/s   conflicts retried   pgbench tps   ratio")
-    func row(_ store: String, _ level: Int, _ rate: Double, _ conflicts: Int, _ pgbench: Double? = nil) {
-        let base = "\(store.padding(toLength: 12, withPad: " ", startingAt: 0))\(String(level).leftPadded(9))   \(String(format: "%10.0f", rate))   \(String(conflicts).leftPadded(17))"
-        if let pgbench {
-            print(base + "   \(String(format: "%11.0f", pgbench))   \(String(format: "%5.2f", rate / pgbench))")
-        } else {
-            print(base)
+    print("CPU columns: microseconds of CPU per command (per pgbench transaction), of this process (of pgbench) and of the local PostgreSQL server")
+    print("store       executors   commands/s   conflicts retried   CPU us client   CPU us db   pgbench tps   CPU us pgbench   CPU us db   ratio")
+    func row(_ store: String, _ level: Int, _ measured: Measurement, _ baseline: Baseline? = nil) {
+        func micros(_ value: Double?, _ width: Int) -> String { (value.map { String(format: "%.0f", $0) } ?? "-").leftPadded(width) }
+        var line = store.padding(toLength: 12, withPad: " ", startingAt: 0) + String(level).leftPadded(9)
+            + "   " + String(format: "%10.0f", measured.rate) + "   " + String(measured.statistics.conflictsRetried).leftPadded(17)
+            + "   " + micros(measured.clientMicroseconds, 13) + "   " + micros(measured.databaseMicroseconds, 9)
+        if let baseline {
+            line += "   " + String(format: "%11.0f", baseline.tps) + "   " + micros(baseline.clientMicroseconds, 14)
+                + "   " + micros(baseline.databaseMicroseconds, 9) + "   " + String(format: "%5.2f", measured.rate / baseline.tps)
         }
+        print(line)
     }
     for storeName in stores {
         for level in levels {
             switch storeName {
             case "memory":
-                let (rate, statistics) = try await measure(store: InMemoryEventStore(), accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
-                row(storeName, level, rate, statistics.conflictsRetried)
+                row(storeName, level, try await measure(store: InMemoryEventStore(), accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20))
             case "sqlite":
                 let path = FileManager.default.temporaryDirectory.appendingPathComponent("eventcore-bench-\(UUID().uuidString).sqlite").path
                 let store = try await SQLiteEventStore.open(SQLiteEventStore.Configuration(path: path))
-                let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
+                let measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
                 try await store.close()
                 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
-                row(storeName, level, rate, statistics.conflictsRetried)
+                row(storeName, level, measured)
             case "postgres":
-                let (rate, conflicts, tps) = try await Database.withClient(connections: max(level, 2)) { client in
+                let oneLoop = options.values["one-loop"] != nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+                let (measured, baseline) = try await Database.withClient(connections: max(level, 2), group: oneLoop ?? PostgresClient.defaultEventLoopGroup) { client in
                     let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
                     var configuration = PostgresEventStore.Configuration(schema: schema)
                     if let roundTrips = options.values["round-trips"].flatMap(Int.init) { configuration.concurrentRoundTrips = roundTrips }
+                    if options.values["no-limit"] != nil { configuration.roundTripTimeLimit = nil }
                     let store = try await PostgresEventStore.start(client: client, configuration: configuration)
-                    let (rate, statistics) = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
+                    let measured: Measurement
+                    if let oneLoop {
+                        measured = try await withTaskExecutorPreference(LoopExecutor(oneLoop.next())) {
+                            try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
+                        }
+                    } else {
+                        measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
+                    }
                     try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"))
-                    let tps = try await PgBench.twoInsertTransactions(client: client, url: Database.url, concurrency: level, seconds: seconds, expectedRate: rate)
-                    return (rate, statistics.conflictsRetried, tps)
+                    let cpu = CPUTime.sample()
+                    let tps = try await PgBench.twoInsertTransactions(client: client, url: Database.url, concurrency: level, seconds: seconds, expectedRate: measured.rate)
+                    let used = CPUTime.sample() - cpu
+                    let transactions = Double(PgBench.transactionsPerClient(concurrency: level, seconds: seconds, expectedRate: measured.rate) * level)
+                    return (measured, Baseline(
+                        tps: tps, clientMicroseconds: used.children / transactions * 1e6,
+                        databaseMicroseconds: used.postgres.map { $0 / transactions * 1e6 }
+                    ))
                 }
-                row(storeName, level, rate, conflicts, tps)
+                row(storeName, level, measured, baseline)
             default:
                 throw BenchmarkFailure(description: "unknown store \(storeName)")
             }

@@ -1,27 +1,40 @@
+import EventCore
 import NIOCore
 import PostgresNIO
 import Synchronization
 
 /// Round trips on pooled connections that always end: with the server's answer, or with an error once the
-/// connection is gone.
+/// connection is gone or the time limit has passed.
 ///
 /// postgres-nio (1.33) can leave a query unanswered for ever when its connection dies around it: a backend
 /// terminated on the server while its connection sat idle in the pool is handed out again, the query is
 /// written, and neither rows nor an error ever come back. A fleet's database restarts, fails over and has its
-/// idle sessions terminated, so a store must not hang on that. Three guards, measured together against a loop
+/// idle sessions terminated, so a store must not hang on that. Four guards, measured together against a loop
 /// that terminates a random pooled backend every 50 ms (16 callers, about 45,000 round trips in 30 s: every one
 /// answered, where without them all 16 callers hung within seconds):
 ///
-/// 1. The round trip runs on the connection's own event loop (a task executor preference), so the check that
-///    the channel is still open and the write of the query happen in one turn of that loop, with no close in
-///    between. It also spares the two thread switches per round trip between the cooperative pool and the loop.
+/// 1. The query is written from the connection's own event loop, so the check that the channel is still open
+///    and the write happen in one turn of that loop, with no close in between.
 /// 2. A connection found closed when it is leased has received nothing: it goes back and another is leased.
 /// 3. A round trip still unanswered shortly after its connection has closed fails with ``ConnectionLost``,
 ///    and its task is left behind. Each store watches each connection's close once, not once per query.
+/// 4. A round trip (the lease included) that outlasts the time limit fails with ``TimedOut``, and its task is
+///    left behind: an answer lost without the connection closing must not hold up every caller behind it.
+///
+/// Each round trip is one task, started on the event loop of the connection leased last: the lease, the query
+/// and the rows then stay on that loop, and the caller is resumed once. (A task per guard, or a switch to the
+/// loop for the query alone, each cost another pair of thread switches, measured at a tenth of the client's
+/// CPU per command.)
 final class ConnectionRoundTrip: Sendable {
     /// A round trip whose connection closed without an answer, or that found no open connection.
     struct ConnectionLost: Error, CustomStringConvertible {
         var description: String
+    }
+
+    /// A round trip that was not answered within the time limit; it may still take effect.
+    struct TimedOut: Error, CustomStringConvertible {
+        var limit: Duration
+        var description: String { "the database did not answer within \(limit)" }
     }
 
     /// A connection found closed before anything was sent on it.
@@ -34,29 +47,72 @@ final class ConnectionRoundTrip: Sendable {
     private struct State: ~Copyable {
         var connections: [PostgresConnection.ID: Watched] = [:]
         var nextToken: UInt64 = 0
+        /// The executor of the event loop of the connection leased last: where the next round trip starts.
+        var lastLoop: EventLoopExecutor?
     }
 
     private let client: PostgresClient
     private let state = Mutex(State())
     /// How long after its connection closed a round trip may still be answered before it is given up.
     private let grace: TimeAmount
+    /// How long a round trip may take; nil waits for ever (unless the connection closes).
+    private let timeLimit: Duration?
+    private let deadlines = Deadlines()
 
-    init(client: PostgresClient, grace: TimeAmount = .milliseconds(500)) {
+    init(client: PostgresClient, timeLimit: Duration? = nil, grace: TimeAmount = .milliseconds(500)) {
         self.client = client
+        self.timeLimit = timeLimit
         self.grace = grace
     }
 
-    /// Runs `body` on a leased, open connection, on that connection's event loop, and returns its result; a
-    /// connection that closes before `body` is answered ends it with ``ConnectionLost``.
-    func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+    /// Runs `body` on a leased, open connection, on that connection's event loop, in a task of its own, and
+    /// returns its result. A connection that closes before `body` is answered ends it with ``ConnectionLost``,
+    /// the time limit (unless `withinTimeLimit` is false) with ``TimedOut``; cancelling the caller does not
+    /// cancel it.
+    func run<T: Sendable>(withinTimeLimit: Bool = true, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let executor = state.withLock { $0.lastLoop }
+        let timeLimit = withinTimeLimit ? timeLimit : nil
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let answer = FirstAnswer()
+            let settle: @Sendable (Result<T, any Error>) -> Void = { result in
+                if answer.claim() { continuation.resume(with: result) }
+            }
+            let deadline = timeLimit.map { limit in deadlines.add(.now + limit) { settle(.failure(TimedOut(limit: limit))) } }
+            Task(executorPreference: executor) {
+                let result: Result<T, any Error>
+                do { result = .success(try await self.onOpenConnection(body, lost: { settle(.failure($0)) })) } catch { result = .failure(error) }
+                if let deadline { self.deadlines.remove(deadline) }
+                settle(result)
+            }
+        }
+    }
+
+    /// Leases an open connection (up to four tries) and runs `body` on it, from its event loop; `lost` is called
+    /// if the connection closes meanwhile.
+    private func onOpenConnection<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T, lost: @escaping @Sendable (ConnectionLost) -> Void
+    ) async throws -> T {
         for _ in 0..<4 {
             do {
                 return try await client.withConnection { connection in
                     do {
                         guard !connection.isClosed else { throw StaleConnection() }
-                        return try await self.answer(on: connection, executor: EventLoopExecutor(connection.eventLoop)) {
-                            // The first job of a task on the loop: no close can come between this check and the
-                            // query's write, which `body` makes before it first suspends.
+                        let token = watch(connection, lost)
+                        defer { forget(connection.id, token) }
+                        let loop = connection.eventLoop
+                        if loop.inEventLoop {
+                            // No suspension between this check and the query's write, which `body` makes first.
+                            guard !connection.isClosed else { throw StaleConnection() }
+                            return try await body(connection)
+                        }
+                        let executor = state.withLock { state in
+                            if let last = state.lastLoop, last.loop === loop { return last }
+                            let executor = EventLoopExecutor(loop)
+                            state.lastLoop = executor
+                            return executor
+                        }
+                        return try await withTaskExecutorPreference(executor) {
+                            // The first job on the loop: no close can come between this check and the write.
                             guard !connection.isClosed else { throw StaleConnection() }
                             return try await body(connection)
                         }
@@ -72,27 +128,6 @@ final class ConnectionRoundTrip: Sendable {
             }
         }
         throw ConnectionLost(description: "every connection the pool handed out was already closed")
-    }
-
-    /// Runs `body` in a task of its own, on the connection's event loop, and returns its answer, unless
-    /// `connection` closes first: then, after the grace period, the caller gets ``ConnectionLost`` and the task
-    /// is abandoned.
-    private func answer<T: Sendable>(
-        on connection: PostgresConnection, executor: EventLoopExecutor, _ body: @escaping @Sendable () async throws -> T
-    ) async throws -> T {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            let answer = FirstAnswer()
-            let settle: @Sendable (Result<T, any Error>) -> Void = { result in
-                if answer.claim() { continuation.resume(with: result) }
-            }
-            let token = watch(connection) { settle(.failure($0)) }
-            Task(executorPreference: executor) {
-                let result: Result<T, any Error>
-                do { result = .success(try await body()) } catch { result = .failure(error) }
-                self.forget(connection.id, token)
-                settle(result)
-            }
-        }
     }
 
     /// Registers `fail` to be called once `connection` has closed (plus the grace period); returns its token.
@@ -127,7 +162,7 @@ final class ConnectionRoundTrip: Sendable {
 
 /// Runs the jobs of tasks that prefer it on a NIO event loop.
 final class EventLoopExecutor: TaskExecutor {
-    private let loop: any EventLoop
+    let loop: any EventLoop
 
     init(_ loop: any EventLoop) { self.loop = loop }
 

@@ -20,6 +20,11 @@ public enum PgBench {
         return candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
+    /// How many transactions each of `concurrency` clients runs in ``twoInsertTransactions(client:url:concurrency:seconds:expectedRate:)``.
+    public static func transactionsPerClient(concurrency: Int, seconds: Int, expectedRate: Double) -> Int {
+        max(100, Int(expectedRate * Double(seconds) / Double(max(1, concurrency))))
+    }
+
     /// Transactions per second of two inserts at `concurrency` clients against the database of `url`, in a
     /// schema of its own that is dropped afterwards.
     ///
@@ -54,7 +59,7 @@ public enum PgBench {
             """.write(to: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: script) }
 
-        let transactions = max(100, Int(expectedRate * Double(seconds) / Double(concurrency)))
+        let transactions = transactionsPerClient(concurrency: concurrency, seconds: seconds, expectedRate: expectedRate)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: pgbench)
         process.arguments = ["-n", "-M", "prepared", "-c", "\(concurrency)", "-j", "\(min(concurrency, 2))", "-t", "\(transactions)", "-f", script.path, url]

@@ -29,10 +29,10 @@ public final class PostgresEventStore: EventStore {
         /// own. Appends (reads) that arrive meanwhile wait and then go together, in one round trip: group commit.
         /// Values below 1 count as 1.
         public var concurrentRoundTrips: Int
-        /// How long an append or read may wait for the server's answer before it fails with a retryable
-        /// ``EventStoreError/Code/storeUnavailable`` (an append that timed out may still commit; its idempotency
-        /// key tells on a retry). Without it, an answer lost with a broken connection would hold up every append
-        /// grouped behind it. Nil waits for ever.
+        /// How long a round trip (an append, a read, a lookup; not a migration) may wait for a connection and the
+        /// server's answer before it fails with a retryable ``EventStoreError/Code/storeUnavailable`` (an append
+        /// that timed out may still commit; its idempotency key tells on a retry). Without it, an answer lost
+        /// with a broken connection would hold up every append grouped behind it. Nil waits for ever.
         public var roundTripTimeLimit: Duration?
 
         /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, one append and one read in
@@ -81,18 +81,13 @@ public final class PostgresEventStore: EventStore {
             throw EventStoreError(.invalidConfiguration, "the payload limit must be positive")
         }
         self.client = client
-        self.roundTrips = ConnectionRoundTrip(client: client)
+        self.roundTrips = ConnectionRoundTrip(client: client, timeLimit: configuration.roundTripTimeLimit)
         self.configuration = configuration
         self.logger = logger
         self.schema = PostgresSchema(name: name)
         let slots = max(1, configuration.concurrentRoundTrips)
-        let limit = configuration.roundTripTimeLimit
-        appendGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 4 << 20, timeLimit: limit) {
-            EventStoreError(.storeUnavailable, "the database did not answer an append within \(limit ?? .zero); it may still commit, and a retry with the same idempotency key tells")
-        }
-        readGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 1024, timeLimit: limit) {
-            EventStoreError(.storeUnavailable, "the database did not answer a read within \(limit ?? .zero)")
-        }
+        appendGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 4 << 20)
+        readGroups = RoundTripGroup(concurrency: slots, maximumCount: 64, maximumWeight: 1024)
         // Statement names carry the schema name: one client may serve stores in several schemas.
         readStatement = StoreStatement.Text(name: "eventcore.read_streams_after.\(name)", sql: """
             SELECT e.* FROM unnest($1::text[], $2::int8[]) AS s(id, known) CROSS JOIN LATERAL (
@@ -123,7 +118,7 @@ public final class PostgresEventStore: EventStore {
         let lockKey = schema.positionLockKey ^ 0x5eed
         let logger = logger
         do {
-            try await roundTrips.run { connection in try await connection.withTransaction(logger: logger) { connection in
+            try await roundTrips.run(withinTimeLimit: false) { connection in try await connection.withTransaction(logger: logger) { connection in
                 try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
                 try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA IF NOT EXISTS \(quoted)"), logger: logger)
                 try await connection.query(PostgresQuery(unsafeSQL: """
@@ -421,6 +416,9 @@ public final class PostgresEventStore: EventStore {
                 }
             }
             return results
+        } catch let error as ConnectionRoundTrip.TimedOut {
+            let mapped = EventStoreError(.storeUnavailable, "\(error) to an append; it may still commit, and a retry with the same idempotency key tells", underlying: error)
+            return batch.map { _ in .failure(mapped) }
         } catch {
             let mapped = Self.mapError(error, "the append failed; nothing was written unless the connection broke during commit")
             return batch.map { _ in .failure(mapped) }
@@ -579,6 +577,9 @@ public final class PostgresEventStore: EventStore {
         if let error = error as? EventStoreError { return error }
         if error is ConnectionRoundTrip.ConnectionLost {
             return EventStoreError(.storeUnavailable, "\(message) (the connection to the database was lost)", underlying: error)
+        }
+        if let timedOut = error as? ConnectionRoundTrip.TimedOut {
+            return EventStoreError(.storeUnavailable, "\(message): \(timedOut), and the request may still take effect", underlying: error)
         }
         if let transactionError = error as? PostgresTransactionError {
             if let cause = transactionError.closureError ?? transactionError.beginError ?? transactionError.commitError {

@@ -33,26 +33,18 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
     private let concurrency: Int
     private let maximumCount: Int
     private let maximumWeight: Int
-    private let timeLimit: Duration?
-    private let abandoned: @Sendable () -> any Error
-    /// The time limits of the groups in flight.
-    private let deadlines = Deadlines()
 
     /// - Parameters:
     ///   - concurrency: how many groups may be in flight at once.
     ///   - maximumCount: the most calls in one group.
     ///   - maximumWeight: a group stops growing once the weights of its calls reach this (one call may exceed it).
-    ///   - timeLimit: how long a group may take before its calls are answered with `abandoned()` and its slot
-    ///     goes to the next group; nil waits for ever. A round trip whose answer is lost (a connection that
-    ///     died without the client noticing) must not stop every later call behind it.
-    ///   - abandoned: the error of the calls of a group that outlasted `timeLimit`.
-    init(concurrency: Int, maximumCount: Int, maximumWeight: Int, timeLimit: Duration? = nil,
-         abandoned: @escaping @Sendable () -> any Error = { EventStoreError(.storeFailure, "a round trip to the store took too long") }) {
+    ///
+    /// A group's `run` must end: the slot it holds goes to the next group only then. (The store's round trips
+    /// end with an answer, a lost connection or their time limit, see `ConnectionRoundTrip`.)
+    init(concurrency: Int, maximumCount: Int, maximumWeight: Int) {
         self.concurrency = max(1, concurrency)
         self.maximumCount = max(1, maximumCount)
         self.maximumWeight = maximumWeight
-        self.timeLimit = timeLimit
-        self.abandoned = abandoned
     }
 
     /// How many calls are waiting for a group.
@@ -83,17 +75,9 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
             case .lead(let entries): group = entries
             }
         }
-        let requests = group.map(\.request)
-        let results: [Result<Response, any Error>]
-        if let timeLimit {
-            // In a task of its own, so that cancelling this caller cannot fail the others' calls.
-            results = await deadlines.run(within: timeLimit) { await run(requests) } ?? requests.map { _ in .failure(abandoned()) }
-        } else if group.count == 1 {
-            results = await run(requests)
-        } else {
-            // A task of its own, so that cancelling this caller cannot fail the others' calls.
-            results = await Task { await run(requests) }.value
-        }
+        // Run by this caller: cancelling it cannot fail the others' calls, as each round trip runs in a task of
+        // its own (see `ConnectionRoundTrip`).
+        let results = await run(group.map(\.request))
         let next = queue.withLock { queue in nextGroup(&queue) }
         if let next, let leader = next.first?.waiter {
             leader.resume(returning: .lead(next))

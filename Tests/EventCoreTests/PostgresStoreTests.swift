@@ -158,6 +158,49 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("an append without an answer within the time limit fails as retryable, the appends behind it go on, and its key tells whether it committed later")
+    func roundTripTimeLimit() async throws {
+        let store = try await PostgresEventStore.start(
+            client: TestDatabase.client,
+            configuration: .init(schema: TestDatabase.uniqueSchema(), roundTripTimeLimit: .milliseconds(300))
+        )
+        defer { Task { await TestDatabase.drop(store) } }
+        let c = SampleBank.account(3)
+        _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+        let key = try IdempotencyKey("late-append")
+        let late = AppendRequest(events: [try event(2, to: a)], expectations: [a: .exact(1)], idempotencyKey: key)
+        try await withDedicatedConnection { blocker in
+            // Hold the stream row: the append waits for it inside its transaction, without an answer.
+            try await blocker.query("BEGIN", logger: Logger(label: "tests"))
+            try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(store.configuration.schema)\".streams WHERE stream_id = 'account-1' FOR UPDATE"), logger: Logger(label: "tests"))
+            let started = ContinuousClock.now
+            let blocked = Task { try await store.append(late) }
+            try await Task.sleep(for: .milliseconds(50))
+            // Made while the blocked append holds the store's one append slot: it goes once that one is given up.
+            let behind = Task { try await store.append(AppendRequest(events: [try event(3, to: c)])) }
+            do {
+                let result = try await blocked.value
+                Issue.record("an append waiting for a lock was answered: \(result)")
+            } catch let error as EventStoreError {
+                #expect(error.code == .storeUnavailable)
+                #expect(error.isRetryable)
+                #expect(error.description.contains("may still commit"), "\(error)")
+            }
+            #expect(ContinuousClock.now - started < .seconds(5), "the time limit ended the wait")
+            #expect(try await behind.value.outcome == .committed)
+            try await blocker.query("ROLLBACK", logger: Logger(label: "tests"))
+        }
+        // Given up by the store, the append still committed on the server once the lock was free: a retry with
+        // its key is told so instead of writing it twice.
+        var retried = try await store.append(late)
+        for _ in 0..<50 where retried.outcome != .duplicate {
+            try await Task.sleep(for: .milliseconds(100))
+            retried = try await store.append(late)
+        }
+        #expect(retried.outcome == .duplicate)
+        #expect(try await store.read([a]).versions[a] == 2, "written once")
+    }
+
     @Test("backends terminated at random while appends and reads run: every call ends, with an answer or a retryable error")
     func terminatedBackendsNeverHang() async throws {
         // A pool of its own, named so that only its backends are terminated.
