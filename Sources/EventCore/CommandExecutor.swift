@@ -50,7 +50,8 @@ public struct CommandResult: Sendable, Hashable {
 /// Runs commands against an event store: read, fold, decide, append atomically, retry on conflict.
 ///
 /// The executor holds no state of its own besides an optional ``StreamCache``; share one across tasks. The clock
-/// only serves the backoff between conflict retries, so a test can pass a clock that does not really sleep.
+/// only serves the backoff between conflict retries, so a test can pass a clock that does not really sleep. A
+/// command runs on the store's ``EventStore/preferredExecutor`` when it has one.
 ///
 /// With an idempotency key, a redelivered command is recognised by the append, which reports the original
 /// result (``AppendResult/Outcome/duplicate``) before it looks at any expectation; the key is looked up apart
@@ -109,6 +110,12 @@ public struct CommandExecutor: Sendable {
     ///   expected and actual version and the number of attempts) when conflicts outlast the retry policy; any
     ///   other store error unchanged; any error thrown by the command's `handle` unchanged.
     public func execute<C: Command>(_ command: C, options: ExecutionOptions = ExecutionOptions()) async throws -> CommandResult {
+        guard let executor = store.preferredExecutor else { return try await executeHere(command, options: options) }
+        return try await withTaskExecutorPreference(executor) { try await executeHere(command, options: options) }
+    }
+
+    /// ``execute(_:options:)`` on the current executor.
+    private func executeHere<C: Command>(_ command: C, options: ExecutionOptions) async throws -> CommandResult {
         let policy = configuration.retryPolicy
         var attempt = 1
         var trusting = true

@@ -40,9 +40,18 @@ public protocol EventStore: Sendable {
     /// Events matching `query` (types and recorded-at range), in global order, with the same commit-safety
     /// as ``readAll(after:limit:)``.
     func events(matching query: EventQuery) async throws -> [StoredEvent]
+
+    /// Where work that calls this store runs cheapest, if the store knows: ``CommandExecutor`` runs each command
+    /// there (its reads, its decision and its append), so that the store's answers resume it without a switch
+    /// of threads. `nil` (the default) leaves commands where their callers run them. Whatever runs there must
+    /// not block: a command's `apply` and `handle` are pure and quick.
+    var preferredExecutor: (any TaskExecutor)? { get }
 }
 
 extension EventStore {
+    /// See ``EventStore/preferredExecutor``: none.
+    public var preferredExecutor: (any TaskExecutor)? { nil }
+
     /// See ``EventStore/read(_:after:)``: the whole streams, less the events the caller holds.
     public func read(_ streams: [StreamID], after knownVersions: [StreamID: Int]) async throws -> StreamsSnapshot {
         var snapshot = try await read(streams)

@@ -84,6 +84,9 @@ public final class FaultInjectingEventStore: EventStore {
         self.state = Mutex(State(generator: SplitMix64(seed: seed)))
     }
 
+    /// The wrapped store's.
+    public var preferredExecutor: (any TaskExecutor)? { base.preferredExecutor }
+
     /// Makes the next appends fail with `faults`, in order, before any random fault is drawn.
     public func injectIntoNextAppends(_ faults: Fault...) {
         state.withLock { $0.scriptedAppendFaults.append(contentsOf: faults) }

@@ -5,6 +5,7 @@
 //   EventStoreBenchmark [bench] [--stores memory,sqlite,postgres] [--seconds 3] [--concurrency 1,4,16] [--accounts 5000]
 //       [--round-trips N]   (PostgreSQL: appends and reads in flight at once before they are grouped; default 2)
 //       [--cache-mib N]     (the executor's stream cache, as in a worker; default 16, 0 = none)
+//       [--event-loops N]   (PostgreSQL: a client event loop group of N loops; default PostgresURL.eventLoopGroup, one loop, as a worker)
 //   EventStoreBenchmark transfer-worker --store sqlite|postgres --target PATH|SCHEMA --accounts N --commands N
 //       --tasks N --seed N      (runs transfers against an existing store and prints its statistics as JSON)
 //
@@ -20,16 +21,7 @@ import Logging
 import PostgresNIO
 import Synchronization
 import NIOPosix
-import NIOCore
 
-final class LoopExecutor: TaskExecutor {
-    private let loop: any EventLoop
-    init(_ loop: any EventLoop) { self.loop = loop }
-    func enqueue(_ job: consuming ExecutorJob) {
-        let job = UnownedJob(job)
-        loop.execute { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
-    }
-}
 
 struct Options {
     var command = "bench"
@@ -229,21 +221,13 @@ func bench(_ options: Options) async throws {
                 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
                 row(storeName, level, measured)
             case "postgres":
-                let oneLoop = options.values["one-loop"] != nil ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
-                let (measured, baseline) = try await Database.withClient(connections: max(level, 2), group: oneLoop ?? PostgresClient.defaultEventLoopGroup) { client in
+                let loops = options.values["event-loops"].flatMap(Int.init).map { MultiThreadedEventLoopGroup(numberOfThreads: max(1, $0)) }
+                let (measured, baseline) = try await Database.withClient(connections: max(level, 2), group: loops ?? PostgresURL.eventLoopGroup) { client in
                     let schema = "bench_\(UInt32.random(in: 0...UInt32.max))"
                     var configuration = PostgresEventStore.Configuration(schema: schema)
                     if let roundTrips = options.values["round-trips"].flatMap(Int.init) { configuration.concurrentRoundTrips = roundTrips }
-                    if options.values["no-limit"] != nil { configuration.roundTripTimeLimit = nil }
                     let store = try await PostgresEventStore.start(client: client, configuration: configuration)
-                    let measured: Measurement
-                    if let oneLoop {
-                        measured = try await withTaskExecutorPreference(LoopExecutor(oneLoop.next())) {
-                            try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
-                        }
-                    } else {
-                        measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
-                    }
+                    let measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
                     try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"))
                     let cpu = CPUTime.sample()
                     let tps = try await PgBench.twoInsertTransactions(client: client, url: Database.url, concurrency: level, seconds: seconds, expectedRate: measured.rate)

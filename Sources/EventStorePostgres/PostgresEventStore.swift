@@ -103,6 +103,11 @@ public final class PostgresEventStore: EventStore {
             """)
     }
 
+    /// See ``EventStore/preferredExecutor``: the event loop of the connection the store leased last, so that a
+    /// command's round trips start where their connection answers. With a client whose event loop group has one
+    /// loop, every round trip then runs without a switch of threads.
+    public var preferredExecutor: (any TaskExecutor)? { roundTrips.lastLoop }
+
     /// Creates a store over `client` and migrates its schema.
     public static func start(client: PostgresClient, configuration: Configuration = Configuration(), logger: Logger = Logger(label: "eventcore.postgres")) async throws -> PostgresEventStore {
         let store = try PostgresEventStore(client: client, configuration: configuration, logger: logger)

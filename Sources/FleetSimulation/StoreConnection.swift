@@ -25,7 +25,7 @@ public struct StoreConnection: Sendable {
             // One connection first: a wrong address, password or certificate is reported now and plainly,
             // where the pool would retry it in the background.
             try await PostgresURL.checkConnection(components?.string ?? url, logger: logger)
-            let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+            let client = PostgresClient(configuration: configuration, eventLoopGroup: PostgresURL.eventLoopGroup, backgroundLogger: logger)
             // The pool's run task is under way before the store leases its first connection.
             let running = await client.startRunning()
             do {
