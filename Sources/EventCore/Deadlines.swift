@@ -90,15 +90,3 @@ public final class Deadlines: Sendable {
         }
     }
 }
-
-/// Which of two racing parties answers: the first to claim.
-private final class FirstClaim: Sendable {
-    private let claimed = Mutex(false)
-
-    func claim() -> Bool {
-        claimed.withLock { claimed in
-            defer { claimed = true }
-            return !claimed
-        }
-    }
-}

@@ -622,9 +622,9 @@ extension EventStoreContract {
         },
         Case("a change to a read-only stream between read and append makes the command retry") { store in
             let a = SampleBank.account(1), b = SampleBank.account(2), audit = stream("audit")
-            let interfered = InterferenceLatch()
+            let interfered = FirstClaim()
             let interfering = FaultInjectingEventStore(wrapping: store) { _ in
-                if interfered.fireOnce() { _ = try await store.append(AppendRequest(events: [bankEvent(.noted(text: "freeze"), to: audit)])) }
+                if interfered.claim() { _ = try await store.append(AppendRequest(events: [bankEvent(.noted(text: "freeze"), to: audit)])) }
             }
             let (executor, clock) = executor(interfering)
             _ = try await store.append(AppendRequest(events: deposits([50], to: a)))
@@ -640,9 +640,9 @@ extension EventStoreContract {
         },
         Case("a change to a discovered stream between read and append makes the command retry") { store in
             let a = SampleBank.account(1), b = SampleBank.account(2)
-            let interfered = InterferenceLatch()
+            let interfered = FirstClaim()
             let interfering = FaultInjectingEventStore(wrapping: store) { _ in
-                if interfered.fireOnce() { _ = try await store.append(AppendRequest(events: deposits([5], to: b))) }
+                if interfered.claim() { _ = try await store.append(AppendRequest(events: deposits([5], to: b))) }
             }
             let (executor, _) = executor(interfering)
             _ = try await store.append(AppendRequest(events: deposits([50], to: a)))
@@ -728,19 +728,6 @@ extension EventStoreContract {
             try requireEqual(try await store.readAll(after: 0, limit: 10), [], "nothing written")
         },
     ]
-}
-
-/// Lets an interfering hook act exactly once.
-final class InterferenceLatch: Sendable {
-    private let fired = Mutex(false)
-
-    /// `true` the first time, `false` afterwards.
-    func fireOnce() -> Bool {
-        fired.withLock { fired in
-            defer { fired = true }
-            return !fired
-        }
-    }
 }
 
 // MARK: - Reading what is new, and the executor's stream cache

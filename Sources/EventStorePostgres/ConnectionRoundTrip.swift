@@ -76,7 +76,7 @@ final class ConnectionRoundTrip: Sendable {
         let executor = state.withLock { $0.lastLoop }
         let timeLimit = withinTimeLimit ? timeLimit : nil
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
-            let answer = FirstAnswer()
+            let answer = FirstClaim()
             let settle: @Sendable (Result<T, any Error>) -> Void = { result in
                 if answer.claim() { continuation.resume(with: result) }
             }
@@ -102,23 +102,21 @@ final class ConnectionRoundTrip: Sendable {
                         guard !connection.isClosed else { throw StaleConnection() }
                         let token = watch(connection, lost)
                         defer { forget(connection.id, token) }
-                        let loop = connection.eventLoop
-                        if loop.inEventLoop {
-                            // No suspension between this check and the query's write, which `body` makes first.
+                        // Run on the connection's loop: no close can come between this check and the query's
+                        // write, which `body` makes before it first suspends.
+                        let write = { @Sendable () async throws -> T in
                             guard !connection.isClosed else { throw StaleConnection() }
                             return try await body(connection)
                         }
+                        let loop = connection.eventLoop
+                        if loop.inEventLoop { return try await write() }
                         let executor = state.withLock { state in
                             if let last = state.lastLoop, last.loop === loop { return last }
                             let executor = EventLoopExecutor(loop)
                             state.lastLoop = executor
                             return executor
                         }
-                        return try await withTaskExecutorPreference(executor) {
-                            // The first job on the loop: no close can come between this check and the write.
-                            guard !connection.isClosed else { throw StaleConnection() }
-                            return try await body(connection)
-                        }
+                        return try await withTaskExecutorPreference(executor) { try await write() }
                     } catch is StaleConnection {
                         // The pool learns of a close through the connection's close future: wait for it before the
                         // connection goes back, or the pool hands the same one out again at once.

@@ -421,11 +421,8 @@ public final class PostgresEventStore: EventStore {
                 }
             }
             return results
-        } catch let error as ConnectionRoundTrip.TimedOut {
-            let mapped = EventStoreError(.storeUnavailable, "\(error) to an append; it may still commit, and a retry with the same idempotency key tells", underlying: error)
-            return batch.map { _ in .failure(mapped) }
         } catch {
-            let mapped = Self.mapError(error, "the append failed; nothing was written unless the connection broke during commit")
+            let mapped = Self.mapAppendError(error)
             return batch.map { _ in .failure(mapped) }
         }
         guard let (outcomes, first, offsets, versions) = row, outcomes.count == batch.count, offsets.count == batch.count,
@@ -542,7 +539,7 @@ public final class PostgresEventStore: EventStore {
             throw request.conflict(actualVersions: versions)
                 ?? EventStoreError(.versionConflict, "the store reported a version conflict", underlying: error)
         } catch {
-            throw Self.mapError(error, "the append failed; nothing was written unless the connection broke during commit")
+            throw Self.mapAppendError(error)
         }
 
         guard let (outcome, first, last, versions, recordedVersions) = returned else {
@@ -577,6 +574,14 @@ public final class PostgresEventStore: EventStore {
     }
 
     // MARK: Errors
+
+    /// The error of an append that failed without a verdict: one that got no answer in time may still commit.
+    static func mapAppendError(_ error: any Error) -> EventStoreError {
+        if let timedOut = error as? ConnectionRoundTrip.TimedOut {
+            return EventStoreError(.storeUnavailable, "\(timedOut) to an append; it may still commit, and a retry with the same idempotency key tells", underlying: error)
+        }
+        return mapError(error, "the append failed; nothing was written unless the connection broke during commit")
+    }
 
     static func mapError(_ error: any Error, _ message: String) -> EventStoreError {
         if let error = error as? EventStoreError { return error }

@@ -118,15 +118,3 @@ final class RoundTripGroup<Request: Sendable, Response: Sendable>: Sendable {
         return group
     }
 }
-
-/// Which of two racing tasks answers: the first to claim.
-final class FirstAnswer: Sendable {
-    private let claimed = Mutex(false)
-
-    func claim() -> Bool {
-        claimed.withLock { claimed in
-            defer { claimed = true }
-            return !claimed
-        }
-    }
-}

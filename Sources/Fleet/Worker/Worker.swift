@@ -286,21 +286,8 @@ public final class Worker: Sendable {
         if queue == topology.fleet.timeoutsQueue { metrics.timeoutArrived(lateness: nil) }
     }
 
-    /// Settles a delivery once: the handling of a message and the watchdog that gives up on it race for it.
-    final class SettleOnce: Sendable {
-        private let claimed = Mutex(false)
-
-        /// Whether the caller is the first (and only) one to settle.
-        func claim() -> Bool {
-            claimed.withLock { claimed in
-                defer { claimed = true }
-                return !claimed
-            }
-        }
-    }
-
     /// The settlement guard of the message the current task handles.
-    @TaskLocal static var settlement: SettleOnce?
+    @TaskLocal static var settlement: FirstClaim?
 
     /// Handles a message, giving up on it past `handlerTimeoutSeconds`: a handler or a publication that never
     /// ends (a store or broker call that lost its answer) must not hold a permit and the delivery for ever, nor
@@ -313,7 +300,7 @@ public final class Worker: Sendable {
             await process(delivery, route: route, decoder: decoder, publisher: publisher)
             return
         }
-        let settlement = SettleOnce()
+        let settlement = FirstClaim()
         let finished: Void? = await deadlines.run(within: .seconds(limit)) {
             await Self.$settlement.withValue(settlement) {
                 await self.process(delivery, route: route, decoder: decoder, publisher: publisher)
