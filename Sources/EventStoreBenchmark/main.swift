@@ -4,7 +4,8 @@
 //
 //   EventStoreBenchmark [bench] [--stores memory,sqlite,postgres] [--seconds 3] [--concurrency 1,4,16] [--accounts 5000]
 //       [--round-trips N]   (PostgreSQL: appends and reads in flight at once before they are grouped; default 2)
-//       [--cache-mib N]     (the executor's stream cache, as in a worker; default 16, 0 = none)
+//       [--cache-mib N]     (the executor's stream cache; default 64, enough for the accounts' whole history; 0 = none)
+//       [--warm-up S]       (seconds of the same load before each measurement, on the same executor; default 2)
 //       [--event-loops N]   (PostgreSQL: a client event loop group of N loops; default PostgresURL.eventLoopGroup, one loop, as a worker)
 //   EventStoreBenchmark transfer-worker --store sqlite|postgres --target PATH|SCHEMA --accounts N --commands N
 //       --tasks N --seed N      (runs transfers against an existing store and prints its statistics as JSON)
@@ -113,14 +114,24 @@ func transferWorker(_ options: Options) async throws {
 struct Measurement: Sendable {
     var rate: Double
     var statistics: TransferWorkload.Statistics
+    /// The share of commands decided on cached streams without reading them.
+    var readsSkipped: Double
     var clientMicroseconds: Double
     var databaseMicroseconds: Double?
 }
 
-func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: Int, cacheBytes: Int) async throws -> Measurement {
+func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: Int, warmUp: Int, cacheBytes: Int) async throws -> Measurement {
     let workload = TransferWorkload(accounts: accounts, openingBalance: 1_000_000)
     try await workload.openAccounts(in: store)
     let executor = CommandExecutor(store: store, configuration: conflictPolicy, cache: cacheBytes > 0 ? StreamCache(maximumBytes: cacheBytes) : nil)
+    if warmUp > 0 {
+        let warmUntil = ContinuousClock.now + .seconds(warmUp)
+        let warming = await workload.run(executor: executor, tasks: concurrency, seed: UInt64(concurrency) &+ 7919) { ContinuousClock.now >= warmUntil }
+        guard warming.failed == 0 else {
+            throw BenchmarkFailure(description: "\(warming.failed) transfers failed while warming up: \(warming.failures)")
+        }
+    }
+    let skippedBefore = executor.cache?.statistics.readsSkipped ?? 0
     let deadline = ContinuousClock.now + .seconds(seconds)
     let started = ContinuousClock.now
     let cpu = CPUTime.sample()
@@ -131,8 +142,10 @@ func measure(store: any EventStore, accounts: Int, concurrency: Int, seconds: In
         throw BenchmarkFailure(description: "\(statistics.failed) transfers failed: \(statistics.failures)")
     }
     let commands = Double(max(1, statistics.committed + statistics.noOps))
+    let skipped = (executor.cache?.statistics.readsSkipped ?? 0) - skippedBefore
     return Measurement(
         rate: Double(statistics.committed + statistics.noOps) / seconds, statistics: statistics,
+        readsSkipped: Double(skipped) / commands,
         clientMicroseconds: used.process / commands * 1e6, databaseMicroseconds: used.postgres.map { $0 / commands * 1e6 }
     )
 }
@@ -193,14 +206,17 @@ func bench(_ options: Options) async throws {
     let levels = options.list("concurrency", "1,4,16").compactMap(Int.init)
     let seconds = options.int("seconds", 3)
     let accounts = options.int("accounts", 5000)
-    let cacheMiB = options.int("cache-mib", 16)
-    print("two-stream transfer command, \(accounts) accounts, \(cacheMiB) MiB stream cache, \(seconds) s per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAverage())")
+    let cacheMiB = options.int("cache-mib", 64)
+    let warmUp = options.int("warm-up", 2)
+    print("two-stream transfer command, \(accounts) accounts, \(cacheMiB) MiB stream cache, \(warmUp) s warm-up and \(seconds) s per measurement, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(loadAverage())")
+    print("reads skipped: commands decided on cached streams without reading them (their appends check the versions)")
     print("CPU columns: microseconds of CPU per command (per pgbench transaction), of this process (of pgbench) and of the local PostgreSQL server")
-    print("store       executors   commands/s   conflicts retried   CPU us client   CPU us db   pgbench tps   CPU us pgbench   CPU us db   ratio")
+    print("store       executors   commands/s   conflicts retried   reads skipped   CPU us client   CPU us db   pgbench tps   CPU us pgbench   CPU us db   ratio")
     func row(_ store: String, _ level: Int, _ measured: Measurement, _ baseline: Baseline? = nil) {
         func micros(_ value: Double?, _ width: Int) -> String { (value.map { String(format: "%.0f", $0) } ?? "-").leftPadded(width) }
         var line = store.padding(toLength: 12, withPad: " ", startingAt: 0) + String(level).leftPadded(9)
             + "   " + String(format: "%10.0f", measured.rate) + "   " + String(measured.statistics.conflictsRetried).leftPadded(17)
+            + "   " + String(format: "%12.0f%%", measured.readsSkipped * 100)
             + "   " + micros(measured.clientMicroseconds, 13) + "   " + micros(measured.databaseMicroseconds, 9)
         if let baseline {
             line += "   " + String(format: "%11.0f", baseline.tps) + "   " + micros(baseline.clientMicroseconds, 14)
@@ -212,11 +228,11 @@ func bench(_ options: Options) async throws {
         for level in levels {
             switch storeName {
             case "memory":
-                row(storeName, level, try await measure(store: InMemoryEventStore(), accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20))
+                row(storeName, level, try await measure(store: InMemoryEventStore(), accounts: accounts, concurrency: level, seconds: seconds, warmUp: warmUp, cacheBytes: cacheMiB << 20))
             case "sqlite":
                 let path = FileManager.default.temporaryDirectory.appendingPathComponent("eventcore-bench-\(UUID().uuidString).sqlite").path
                 let store = try await SQLiteEventStore.open(SQLiteEventStore.Configuration(path: path))
-                let measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
+                let measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, warmUp: warmUp, cacheBytes: cacheMiB << 20)
                 try await store.close()
                 for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
                 row(storeName, level, measured)
@@ -227,7 +243,7 @@ func bench(_ options: Options) async throws {
                     var configuration = PostgresEventStore.Configuration(schema: schema)
                     if let roundTrips = options.values["round-trips"].flatMap(Int.init) { configuration.concurrentRoundTrips = roundTrips }
                     let store = try await PostgresEventStore.start(client: client, configuration: configuration)
-                    let measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, cacheBytes: cacheMiB << 20)
+                    let measured = try await measure(store: store, accounts: accounts, concurrency: level, seconds: seconds, warmUp: warmUp, cacheBytes: cacheMiB << 20)
                     try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"))
                     let cpu = CPUTime.sample()
                     let tps = try await PgBench.twoInsertTransactions(client: client, url: Database.url, concurrency: level, seconds: seconds, expectedRate: measured.rate)

@@ -65,14 +65,16 @@ public enum PgBench {
         process.arguments = ["-n", "-M", "prepared", "-c", "\(concurrency)", "-j", "\(min(concurrency, 2))", "-t", "\(transactions)", "-f", script.path, url]
         let output = Pipe()
         process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
+        // Its errors too, so that a failed run says why.
+        process.standardError = output
         let (exited, continuation) = AsyncStream.makeStream(of: Int32.self)
         process.terminationHandler = { finished in
             continuation.yield(finished.terminationStatus)
             continuation.finish()
         }
         try process.run()
-        // pgbench prints a few lines only, well within the pipe's buffer, so it never waits for this reader.
+        // pgbench prints a few lines only (and a line per aborted client), well within the pipe's buffer, so it
+        // never waits for this reader.
         let status = await exited.first { _ in true } ?? -1
         let data = output.fileHandleForReading.readDataToEndOfFile()
         try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"))
@@ -81,7 +83,7 @@ public enum PgBench {
               let line = text.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
               let tps = Double(line.dropFirst(6).prefix { $0 != " " })
         else {
-            throw Failure(description: "pgbench failed (status \(status)): \(text.suffix(500))")
+            throw Failure(description: "pgbench failed (status \(status)): \(text.suffix(2000))")
         }
         return tps
     }

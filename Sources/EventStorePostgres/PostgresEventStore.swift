@@ -27,7 +27,9 @@ public final class PostgresEventStore: EventStore {
         public var now: @Sendable () -> Date
         /// How many appends, and separately how many reads, may be in flight at once, each on a connection of its
         /// own. Appends (reads) that arrive meanwhile wait and then go together, in one round trip: group commit.
-        /// Values below 1 count as 1.
+        /// A lone append goes at once; a second one in flight waits until it has company (at least two, and as
+        /// many as the group in flight), so that a second slot carries groups, not single calls. Values below 1
+        /// count as 1.
         public var concurrentRoundTrips: Int
         /// How long a round trip (an append, a read, a lookup; not a migration) may wait for a connection and the
         /// server's answer before it fails with a retryable ``EventStoreError/Code/storeUnavailable`` (an append
@@ -35,11 +37,11 @@ public final class PostgresEventStore: EventStore {
         /// with a broken connection would hold up every append grouped behind it. Nil waits for ever.
         public var roundTripTimeLimit: Duration?
 
-        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, one append and one read in
-        /// flight, 30 s for an answer.
+        /// Creates settings: schema `eventcore`, 1 MiB payloads, the system clock, two groups of appends and two
+        /// of reads in flight, 30 s for an answer.
         public init(
             schema: String = "eventcore", maximumPayloadBytes: Int = 1 << 20, now: @escaping @Sendable () -> Date = { Date() },
-            concurrentRoundTrips: Int = 1, roundTripTimeLimit: Duration? = .seconds(30)
+            concurrentRoundTrips: Int = 2, roundTripTimeLimit: Duration? = .seconds(30)
         ) {
             self.schema = schema
             self.maximumPayloadBytes = maximumPayloadBytes
@@ -393,8 +395,8 @@ public final class PostgresEventStore: EventStore {
     ///
     /// Group commit: an append that arrives while ``Configuration/concurrentRoundTrips`` batches are in flight
     /// waits and goes with the appends that gathered meanwhile, as one call of `append_events_batch` (one round trip,
-    /// one transaction, one WAL flush). Each append still gets its own verdict; an append that finds a free slot
-    /// goes at once, so a lone append never waits for company.
+    /// one transaction, one WAL flush). Each append still gets its own verdict; an append that finds no batch in
+    /// flight goes at once, so a lone append never waits for company.
     public func append(_ request: AppendRequest) async throws -> AppendResult {
         try request.validate(maximumPayloadBytes: configuration.maximumPayloadBytes)
         let pending = PendingAppend(request: request, recordedAt: RecordedTime.microseconds(configuration.now()))

@@ -31,13 +31,23 @@ struct PostgresSchema {
     /// Migrations in order, each a list of statements; migration n (1-based) is recorded as version n in
     /// `schema_migrations`.
     var migrations: [[String]] {
-        [migration1, migration2, migration3, migration4]
+        [migration1, migration2, migration3, migration4, migration5]
+    }
+
+    /// Migration 5 replaces `append_events_batch` with the version that locks and updates the batch's stream rows
+    /// one statement per stream, each a lookup by primary key. PostgreSQL plans such a statement once per
+    /// connection and reuses the plan, whatever the table's statistics; the statements over the whole array of
+    /// streams (`= ANY(...)`, a join with `unnest`) were planned anew on every call, since a plan for the actual
+    /// arrays always looked cheaper than a generic one. One call of a one-request batch takes about a sixth less
+    /// time (pgbench, one client: 1,660–1,760 calls/s before, 1,930–2,130 after).
+    private var migration5: [String] {
+        [batchProcedure(lockingStreamsOneByOne: true)]
     }
 
     /// Migration 4 adds `append_events_batch`: group commit. Appends that arrive while another is in flight are sent
     /// together, as one call in one transaction, and each still gets its own verdict (see `batchProcedure`).
     private var migration4: [String] {
-        [batchProcedure]
+        [batchProcedure(lockingStreamsOneByOne: false)]
     }
 
     /// `append_events_batch`: several appends in one transaction and one round trip, committed before the server answers.
@@ -56,9 +66,51 @@ struct PostgresSchema {
     ///
     /// Anything unexpected (a stored event id, a key recorded concurrently by another transaction) raises, and the
     /// whole batch rolls back: the caller then runs the requests one by one through `append_events_committed`.
-    private var batchProcedure: String {
+    ///
+    /// `lockingStreamsOneByOne` selects how the stream rows are locked and updated: by one statement over all of
+    /// them (migration 4, kept as it ran) or by one statement per stream (migration 5, see there).
+    private func batchProcedure(lockingStreamsOneByOne oneByOne: Bool) -> String {
+        let lockStreams = oneByOne ? """
+                -- Lock in id order, creating missing rows in that order, one primary-key lookup per stream.
+                v_ids := ARRAY(SELECT t.id FROM unnest(p_batch_streams) AS t(id) ORDER BY t.id);
+                v_start := '{}';
+                FOREACH v_id IN ARRAY v_ids LOOP
+                    SELECT s.version INTO v_version FROM \(quoted).streams s WHERE s.stream_id = v_id FOR UPDATE;
+                    IF NOT FOUND THEN
+                        INSERT INTO \(quoted).streams AS s (stream_id, version) VALUES (v_id, 0)
+                            ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                        SELECT s.version INTO v_version FROM \(quoted).streams s WHERE s.stream_id = v_id;
+                    END IF;
+                    v_start := v_start || v_version;
+                END LOOP;
+        """ : """
+                -- As in append_events: lock in id order, create missing rows in id order. One statement in the common
+                -- case, where every stream has its row: the locked rows' ids and versions.
+                SELECT coalesce(array_agg(l.stream_id), '{}'), coalesce(array_agg(l.version), '{}') INTO v_ids, v_start FROM (
+                    SELECT s.stream_id, s.version FROM \(quoted).streams s WHERE s.stream_id = ANY(p_batch_streams)
+                    ORDER BY s.stream_id FOR UPDATE
+                ) l;
+                IF cardinality(v_ids) < cardinality(p_batch_streams) THEN
+                    INSERT INTO \(quoted).streams AS s (stream_id, version)
+                        SELECT t.id, 0 FROM unnest(p_batch_streams) AS t(id) ORDER BY t.id
+                        ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
+                    SELECT coalesce(array_agg(t.id), '{}'), coalesce(array_agg(s.version), '{}') INTO v_ids, v_start
+                        FROM unnest(p_batch_streams) AS t(id) JOIN \(quoted).streams s ON s.stream_id = t.id;
+                END IF;
         """
-        CREATE PROCEDURE \(quoted).append_events_batch(
+        let updateStreams = oneByOne ? """
+                    FOR i IN 1 .. cardinality(v_ids) LOOP
+                        IF v_current[i] <> v_start[i] THEN
+                            UPDATE \(quoted).streams s SET version = v_current[i] WHERE s.stream_id = v_ids[i];
+                        END IF;
+                    END LOOP;
+        """ : """
+                    UPDATE \(quoted).streams s SET version = c.version
+                        FROM unnest(v_ids, v_start, v_current) AS c(id, start, version)
+                        WHERE c.version <> c.start AND s.stream_id = c.id;
+        """
+        return """
+        CREATE \(oneByOne ? "OR REPLACE " : "")PROCEDURE \(quoted).append_events_batch(
             p_batch_streams text[], p_stream_counts int4[], p_streams text[], p_expected int8[],
             p_event_counts int4[], p_event_ids uuid[], p_event_streams text[], p_types text[], p_payloads bytea[],
             p_correlation text[], p_causation text[], p_source text[], p_traceparent text[], p_event_recorded_at_us int8[],
@@ -87,21 +139,9 @@ struct PostgresSchema {
             v_last int8;
             v_called bool;
             v_first int8;
-            v_inserted int8;
+            v_inserted int8;\(oneByOne ? "\n    v_id text;\n    v_version int8;" : "")
         BEGIN
-            -- As in append_events: lock in id order, create missing rows in id order. One statement in the common
-            -- case, where every stream has its row: the locked rows' ids and versions.
-            SELECT coalesce(array_agg(l.stream_id), '{}'), coalesce(array_agg(l.version), '{}') INTO v_ids, v_start FROM (
-                SELECT s.stream_id, s.version FROM \(quoted).streams s WHERE s.stream_id = ANY(p_batch_streams)
-                ORDER BY s.stream_id FOR UPDATE
-            ) l;
-            IF cardinality(v_ids) < cardinality(p_batch_streams) THEN
-                INSERT INTO \(quoted).streams AS s (stream_id, version)
-                    SELECT t.id, 0 FROM unnest(p_batch_streams) AS t(id) ORDER BY t.id
-                    ON CONFLICT (stream_id) DO UPDATE SET version = s.version WHERE false;
-                SELECT coalesce(array_agg(t.id), '{}'), coalesce(array_agg(s.version), '{}') INTO v_ids, v_start
-                    FROM unnest(p_batch_streams) AS t(id) JOIN \(quoted).streams s ON s.stream_id = t.id;
-            END IF;
+        \(lockStreams)
             v_current := v_start;
             o_outcomes := '{}';
             o_offsets := '{}';
@@ -174,9 +214,7 @@ struct PostgresSchema {
                                 p_traceparent, p_event_recorded_at_us, v_event_offsets, v_event_versions)
                              AS e(id, stream, type, payload, corr, caus, src, tp, recorded, off, version)
                     WHERE e.off IS NOT NULL;
-                UPDATE \(quoted).streams s SET version = c.version
-                    FROM unnest(v_ids, v_start, v_current) AS c(id, start, version)
-                    WHERE c.version <> c.start AND s.stream_id = c.id;
+        \(updateStreams)
             END IF;
 
             IF cardinality(v_keys) > 0 THEN
