@@ -301,7 +301,8 @@ struct PostgresStoreTests {
     }
 
     /// Holds the row of `stream` so that an append to it waits inside its batch, which keeps the store's one append
-    /// slot busy; starts `queued` appends, which wait in the store for the next batch; then lets everything go.
+    /// slot busy (the store must have one: `concurrentRoundTrips: 1`); starts `queued` appends, which wait in the
+    /// store for the next batch; then lets everything go.
     /// Returns the results of the queued appends, in the order given.
     func withHeldBatch(
         _ store: PostgresEventStore, holding stream: StreamID, first: AppendRequest, queued: [AppendRequest]
@@ -341,7 +342,7 @@ struct PostgresStoreTests {
 
     @Test("appends that share a batch each get their own verdict")
     func batchVerdicts() async throws {
-        try await PostgresEventStore.withTestStore { store in
+        try await PostgresEventStore.withTestStore(concurrentRoundTrips: 1) { store in
             let c = SampleBank.account(3), d = SampleBank.account(4)
             _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
             let key = try IdempotencyKey("batch-key")
@@ -377,9 +378,45 @@ struct PostgresStoreTests {
         }
     }
 
+    /// With two slots, a batch held up on a lock does not hold up the appends behind it once they have company:
+    /// a lone one waits, a second one takes it along in a batch of their own, which commits while the first is held.
+    @Test("a second batch goes beside a held one once it has company")
+    func secondBatchBesideAHeldOne() async throws {
+        try await PostgresEventStore.withTestStore(concurrentRoundTrips: 2) { store in
+            let c = SampleBank.account(3)
+            _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
+            let schema = store.configuration.schema
+            try await withDedicatedConnection { blocker in
+                try await blocker.query("BEGIN", logger: Logger(label: "tests"))
+                try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = '\(a.rawValue)' FOR UPDATE"), logger: Logger(label: "tests"))
+                let held = Task { try await store.append(AppendRequest(events: [try event(2, to: a)])) }
+                var waiting = false
+                for _ in 0..<500 where !waiting {
+                    let rows = try await TestDatabase.client.query("""
+                        SELECT count(*) FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events_batch%")
+                        """)
+                    for try await count in rows.decode(Int64.self) { waiting = count > 0 }
+                    if !waiting { try await Task.sleep(for: .milliseconds(10)) }
+                }
+                try #require(waiting, "the held append never reached the lock")
+                let lone = Task { try await store.append(AppendRequest(events: [try event(3, to: b)])) }
+                for _ in 0..<500 where store.waitingAppends == 0 { try await Task.sleep(for: .milliseconds(10)) }
+                try #require(store.waitingAppends == 1, "a lone append did not wait beside the held batch")
+                try await Task.sleep(for: .milliseconds(100))
+                #expect(store.waitingAppends == 1)
+                let companion = try await store.append(AppendRequest(events: [try event(4, to: c)]))
+                #expect(companion.streamVersions == [c: 1])
+                #expect(try await lone.value.streamVersions == [b: 1])
+                try await blocker.query("ROLLBACK", logger: Logger(label: "tests"))
+                #expect(try await held.value.streamVersions == [a: 2])
+            }
+        }
+    }
+
     @Test("a batch the server refuses as a whole is appended one by one")
     func batchFallback() async throws {
-        try await PostgresEventStore.withTestStore { store in
+        try await PostgresEventStore.withTestStore(concurrentRoundTrips: 1) { store in
             let stored = try await store.append(AppendRequest(events: [try event(1, to: a)]))
             var clash = try event(2, to: b)
             clash.id = stored.events[0].id

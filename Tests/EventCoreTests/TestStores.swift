@@ -48,10 +48,14 @@ enum TestDatabase {
     }
 
     /// A migrated store in a fresh schema.
-    static func makeStore(maximumPayloadBytes: Int = 1 << 20, schema: String = uniqueSchema()) async throws -> PostgresEventStore {
+    static func makeStore(
+        maximumPayloadBytes: Int = 1 << 20, concurrentRoundTrips: Int = 2, schema: String = uniqueSchema()
+    ) async throws -> PostgresEventStore {
         try await PostgresEventStore.start(
             client: await client,
-            configuration: PostgresEventStore.Configuration(schema: schema, maximumPayloadBytes: maximumPayloadBytes)
+            configuration: PostgresEventStore.Configuration(
+                schema: schema, maximumPayloadBytes: maximumPayloadBytes, concurrentRoundTrips: concurrentRoundTrips
+            )
         )
     }
 
@@ -91,8 +95,10 @@ enum TestFiles {
 
 extension PostgresEventStore {
     /// Runs `body` with a store in a fresh schema and drops the schema afterwards.
-    static func withTestStore<T>(maximumPayloadBytes: Int = 1 << 20, _ body: (PostgresEventStore) async throws -> T) async throws -> T {
-        let store = try await TestDatabase.makeStore(maximumPayloadBytes: maximumPayloadBytes)
+    static func withTestStore<T>(
+        maximumPayloadBytes: Int = 1 << 20, concurrentRoundTrips: Int = 2, _ body: (PostgresEventStore) async throws -> T
+    ) async throws -> T {
+        let store = try await TestDatabase.makeStore(maximumPayloadBytes: maximumPayloadBytes, concurrentRoundTrips: concurrentRoundTrips)
         do {
             let value = try await body(store)
             await TestDatabase.drop(store)
