@@ -300,6 +300,20 @@ struct PostgresStoreTests {
         }
     }
 
+    /// Waits until a call of the store's batch procedure in `schema` waits for a lock on the server.
+    func waitForABatchOnALock(in schema: String) async throws {
+        var waiting = false
+        for _ in 0..<500 where !waiting {
+            let rows = try await TestDatabase.client.query("""
+                SELECT count(*) FROM pg_stat_activity
+                WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events_batch%")
+                """)
+            for try await count in rows.decode(Int64.self) { waiting = count > 0 }
+            if !waiting { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        try #require(waiting, "no append of the batch reached the lock")
+    }
+
     /// Holds the row of `stream` so that an append to it waits inside its batch, which keeps the store's one append
     /// slot busy (the store must have one: `concurrentRoundTrips: 1`); starts `queued` appends, which wait in the
     /// store for the next batch; then lets everything go.
@@ -314,16 +328,7 @@ struct PostgresStoreTests {
             let firstTask = Task { () -> Result<AppendResult, any Error> in
                 do { return .success(try await store.append(first)) } catch { return .failure(error) }
             }
-            var waiting = false
-            for _ in 0..<500 where !waiting {
-                let rows = try await TestDatabase.client.query("""
-                    SELECT count(*) FROM pg_stat_activity
-                    WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events_batch%")
-                    """)
-                for try await count in rows.decode(Int64.self) { waiting = count > 0 }
-                if !waiting { try await Task.sleep(for: .milliseconds(10)) }
-            }
-            try #require(waiting, "the first append never reached the lock")
+            try await waitForABatchOnALock(in: schema)
             // One at a time, so that they queue, and so go into the batch, in the order given.
             var tasks: [Task<Result<AppendResult, any Error>, Never>] = []
             for (index, request) in queued.enumerated() {
@@ -390,16 +395,7 @@ struct PostgresStoreTests {
                 try await blocker.query("BEGIN", logger: Logger(label: "tests"))
                 try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = '\(a.rawValue)' FOR UPDATE"), logger: Logger(label: "tests"))
                 let held = Task { try await store.append(AppendRequest(events: [try event(2, to: a)])) }
-                var waiting = false
-                for _ in 0..<500 where !waiting {
-                    let rows = try await TestDatabase.client.query("""
-                        SELECT count(*) FROM pg_stat_activity
-                        WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events_batch%")
-                        """)
-                    for try await count in rows.decode(Int64.self) { waiting = count > 0 }
-                    if !waiting { try await Task.sleep(for: .milliseconds(10)) }
-                }
-                try #require(waiting, "the held append never reached the lock")
+                try await waitForABatchOnALock(in: schema)
                 let lone = Task { try await store.append(AppendRequest(events: [try event(3, to: b)])) }
                 for _ in 0..<500 where store.waitingAppends == 0 { try await Task.sleep(for: .milliseconds(10)) }
                 try #require(store.waitingAppends == 1, "a lone append did not wait beside the held batch")
