@@ -123,21 +123,11 @@ struct PostgresStoreTests {
             let schema = store.configuration.schema
             try await withDedicatedConnection { blocker in
                 // Hold the stream row so the append stops inside its transaction, waiting for the stream lock.
-                try await blocker.query("BEGIN", logger: Logger(label: "tests"))
-                try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = 'account-1' FOR UPDATE"), logger: Logger(label: "tests"))
+                try await lockRow(of: a, in: schema, on: blocker)
                 let append = Task {
                     try await store.append(AppendRequest(events: [try event(2, to: b), try event(3, to: a)], expectations: [a: .exact(1)]))
                 }
-                var victim: Int32?
-                for _ in 0..<500 where victim == nil {
-                    let rows = try await TestDatabase.client.query("""
-                        SELECT pid FROM pg_stat_activity
-                        WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events%")
-                        """)
-                    for try await pid in rows.decode(Int32.self) { victim = pid }
-                    if victim == nil { try await Task.sleep(for: .milliseconds(10)) }
-                }
-                let pid = try #require(victim, "the append never reached the lock")
+                let pid = try await backendWaitingForALock(in: schema, calling: "append_events")
                 try await TestDatabase.client.query("SELECT pg_terminate_backend(\(pid))")
                 do {
                     let result = try await append.value
@@ -187,8 +177,7 @@ struct PostgresStoreTests {
         let late = AppendRequest(events: [try event(2, to: a)], expectations: [a: .exact(1)], idempotencyKey: key)
         try await withDedicatedConnection { blocker in
             // Hold the stream row: the append waits for it inside its transaction, without an answer.
-            try await blocker.query("BEGIN", logger: Logger(label: "tests"))
-            try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(store.configuration.schema)\".streams WHERE stream_id = 'account-1' FOR UPDATE"), logger: Logger(label: "tests"))
+            try await lockRow(of: a, in: store.configuration.schema, on: blocker)
             let started = ContinuousClock.now
             let blocked = Task { try await store.append(late) }
             try await Task.sleep(for: .milliseconds(50))
@@ -300,18 +289,27 @@ struct PostgresStoreTests {
         }
     }
 
-    /// Waits until a call of the store's batch procedure in `schema` waits for a lock on the server.
-    func waitForABatchOnALock(in schema: String) async throws {
-        var waiting = false
-        for _ in 0..<500 where !waiting {
+    /// Opens a transaction on `blocker` that holds the row of `stream` in the store's `streams` table, so that an
+    /// append to it waits inside its batch until `blocker` rolls back.
+    func lockRow(of stream: StreamID, in schema: String, on blocker: PostgresConnection) async throws {
+        try await blocker.query("BEGIN", logger: Logger(label: "tests"))
+        try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = '\(stream.rawValue)' FOR UPDATE"), logger: Logger(label: "tests"))
+    }
+
+    /// Waits until a backend running `procedure` (a name prefix) of the store in `schema` waits for a lock on the
+    /// server, and returns its process id.
+    @discardableResult
+    func backendWaitingForALock(in schema: String, calling procedure: String) async throws -> Int32 {
+        var waiting: Int32?
+        for _ in 0..<500 where waiting == nil {
             let rows = try await TestDatabase.client.query("""
-                SELECT count(*) FROM pg_stat_activity
-                WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\".append_events_batch%")
+                SELECT pid FROM pg_stat_activity
+                WHERE wait_event_type = 'Lock' AND state = 'active' AND query LIKE \("%\"" + schema + "\"." + procedure + "%")
                 """)
-            for try await count in rows.decode(Int64.self) { waiting = count > 0 }
-            if !waiting { try await Task.sleep(for: .milliseconds(10)) }
+            for try await pid in rows.decode(Int32.self) { waiting = pid }
+            if waiting == nil { try await Task.sleep(for: .milliseconds(10)) }
         }
-        try #require(waiting, "no append of the batch reached the lock")
+        return try #require(waiting, "no call of \(procedure) reached the lock")
     }
 
     /// Holds the row of `stream` so that an append to it waits inside its batch, which keeps the store's one append
@@ -323,12 +321,11 @@ struct PostgresStoreTests {
     ) async throws -> (first: Result<AppendResult, any Error>, queued: [Result<AppendResult, any Error>]) {
         let schema = store.configuration.schema
         return try await withDedicatedConnection { blocker in
-            try await blocker.query("BEGIN", logger: Logger(label: "tests"))
-            try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = '\(stream.rawValue)' FOR UPDATE"), logger: Logger(label: "tests"))
+            try await lockRow(of: stream, in: schema, on: blocker)
             let firstTask = Task { () -> Result<AppendResult, any Error> in
                 do { return .success(try await store.append(first)) } catch { return .failure(error) }
             }
-            try await waitForABatchOnALock(in: schema)
+            try await backendWaitingForALock(in: schema, calling: "append_events_batch")
             // One at a time, so that they queue, and so go into the batch, in the order given.
             var tasks: [Task<Result<AppendResult, any Error>, Never>] = []
             for (index, request) in queued.enumerated() {
@@ -392,10 +389,9 @@ struct PostgresStoreTests {
             _ = try await store.append(AppendRequest(events: [try event(1, to: a)]))
             let schema = store.configuration.schema
             try await withDedicatedConnection { blocker in
-                try await blocker.query("BEGIN", logger: Logger(label: "tests"))
-                try await blocker.query(PostgresQuery(unsafeSQL: "SELECT version FROM \"\(schema)\".streams WHERE stream_id = '\(a.rawValue)' FOR UPDATE"), logger: Logger(label: "tests"))
+                try await lockRow(of: a, in: schema, on: blocker)
                 let held = Task { try await store.append(AppendRequest(events: [try event(2, to: a)])) }
-                try await waitForABatchOnALock(in: schema)
+                try await backendWaitingForALock(in: schema, calling: "append_events_batch")
                 let lone = Task { try await store.append(AppendRequest(events: [try event(3, to: b)])) }
                 for _ in 0..<500 where store.waitingAppends == 0 { try await Task.sleep(for: .milliseconds(10)) }
                 try #require(store.waitingAppends == 1, "a lone append did not wait beside the held batch")

@@ -48,15 +48,13 @@ enum TestDatabase {
     }
 
     /// A migrated store in a fresh schema.
+    /// `concurrentRoundTrips` nil keeps the store's default.
     static func makeStore(
-        maximumPayloadBytes: Int = 1 << 20, concurrentRoundTrips: Int = 2, schema: String = uniqueSchema()
+        maximumPayloadBytes: Int = 1 << 20, concurrentRoundTrips: Int? = nil, schema: String = uniqueSchema()
     ) async throws -> PostgresEventStore {
-        try await PostgresEventStore.start(
-            client: await client,
-            configuration: PostgresEventStore.Configuration(
-                schema: schema, maximumPayloadBytes: maximumPayloadBytes, concurrentRoundTrips: concurrentRoundTrips
-            )
-        )
+        var configuration = PostgresEventStore.Configuration(schema: schema, maximumPayloadBytes: maximumPayloadBytes)
+        if let concurrentRoundTrips { configuration.concurrentRoundTrips = concurrentRoundTrips }
+        return try await PostgresEventStore.start(client: await client, configuration: configuration)
     }
 
     /// Drops the store's schema.
@@ -96,7 +94,7 @@ enum TestFiles {
 extension PostgresEventStore {
     /// Runs `body` with a store in a fresh schema and drops the schema afterwards.
     static func withTestStore<T>(
-        maximumPayloadBytes: Int = 1 << 20, concurrentRoundTrips: Int = 2, _ body: (PostgresEventStore) async throws -> T
+        maximumPayloadBytes: Int = 1 << 20, concurrentRoundTrips: Int? = nil, _ body: (PostgresEventStore) async throws -> T
     ) async throws -> T {
         let store = try await TestDatabase.makeStore(maximumPayloadBytes: maximumPayloadBytes, concurrentRoundTrips: concurrentRoundTrips)
         do {
